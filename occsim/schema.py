@@ -1,0 +1,98 @@
+"""The HDF5 schema (format_version 1): the one place that says what an occluded-reid file holds.
+
+Both the writer and the reader in :mod:`occsim.store` import these definitions, so the two
+cannot drift apart. See DESIGN.md, "The HDF5 file".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import h5py
+import numpy as np
+
+FORMAT = "occluded-reid"
+FORMAT_VERSION = 1
+SPLITS: tuple[str, ...] = ("train", "query", "gallery")
+DEFAULT_IMAGE_SIZE: tuple[int, int] = (128, 64)  # (H, W): Market-1501's native crop size
+
+# Root attributes every file carries.
+ROOT_ATTRS: tuple[str, ...] = (
+    "format",
+    "format_version",
+    "source",
+    "seed",
+    "generator_args",  # JSON text of the generator's arguments
+    "package_version",
+    "image_size",  # [H, W]
+    "fingerprint",  # sha256 hex of the manifests + generator arguments
+)
+
+
+class OccType(IntEnum):
+    """Codes stored in ``occ_type``; 0 is a clean row. New occluders append a code."""
+
+    NONE = 0
+    MEAN = 1
+    BLACK = 2
+    RANDOM = 3
+
+
+OCC_TYPE_NAMES: tuple[str, ...] = tuple(t.name.lower() for t in OccType)
+OCCLUDER_NAMES: tuple[str, ...] = OCC_TYPE_NAMES[1:]
+
+
+def occ_type_code(name: str) -> int:
+    """Code of an occluder name ("mean" -> 1); ValueError for an unknown name."""
+    try:
+        return OCC_TYPE_NAMES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown occlusion type {name!r}; known: {', '.join(OCCLUDER_NAMES)}") from None
+
+
+STRING_DTYPE = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One per-row dataset of a split group.
+
+    Attributes:
+        name: dataset name inside the split group.
+        dtype: numpy dtype (or h5py string dtype) of the stored values.
+        row_shape: shape of one row; "image" is replaced by (H, W, 3).
+        train_only: present only in the ``train`` group.
+    """
+
+    name: str
+    dtype: object
+    row_shape: tuple[int, ...] | str = ()
+    train_only: bool = False
+
+
+COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("images", np.uint8, "image"),
+    ColumnSpec("pid", np.int32),
+    ColumnSpec("label", np.int32, train_only=True),
+    ColumnSpec("camid", np.int16),
+    ColumnSpec("occluded", np.bool_),
+    ColumnSpec("occ_type", np.uint8),
+    ColumnSpec("box", np.int16, (4,)),
+    ColumnSpec("clean_index", np.int32),
+    ColumnSpec("path", STRING_DTYPE),
+)
+MANIFEST_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.name != "images")
+NO_BOX: tuple[int, int, int, int] = (-1, -1, -1, -1)
+
+
+def columns_for(split: str) -> tuple[ColumnSpec, ...]:
+    """The datasets a split group must hold."""
+    return tuple(c for c in COLUMNS if split == "train" or not c.train_only)
+
+
+def row_shape(column: ColumnSpec, image_size: tuple[int, int]) -> tuple[int, ...]:
+    """Shape of one row of ``column`` for images of ``image_size`` = (H, W)."""
+    if column.row_shape == "image":
+        return (int(image_size[0]), int(image_size[1]), 3)
+    return tuple(column.row_shape)  # type: ignore[arg-type]
