@@ -1,3 +1,17 @@
 """reid: AlignedReID + occlusion-classification (OBC) training, evaluation and saliency."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["load_model", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so that `import reid` (and `reid --help`) stays free of torch.
+    if name == "load_model":
+        from reid.models.checkpoint import load_model
+
+        return load_model
+    raise AttributeError(name)

@@ -1,0 +1,61 @@
+"""Data pipeline: HDF5 datasets, the P x K sampler, transforms and loader builders.
+
+Typical training use::
+
+    loader = build_train_loader(path, "both", batch_p=16, batch_k=4, workers=4, seed=0)
+    for epoch in range(epochs):
+        loader.batch_sampler.set_epoch(epoch)
+        for batch in loader:
+            batch = batch.to(device)      # float32 normalised images [B, 3, H, W]
+            ...
+"""
+
+from reid.data.hdf5_dataset import (
+    TRAIN_ON,
+    Batch,
+    CollateItems,
+    CollatePairs,
+    HDF5Split,
+    PairedTrainSet,
+    build_eval_loader,
+    build_train_dataset,
+    build_train_loader,
+    collate_items,
+    collate_pairs,
+)
+from reid.data.sampler import KeyedBatchSampler, PKSampler, SampleKey
+from reid.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentParams,
+    EvalTransform,
+    TrainTransform,
+    TransformConfig,
+    item_rng,
+    normalize_batch,
+)
+
+__all__ = [
+    "TRAIN_ON",
+    "Batch",
+    "CollateItems",
+    "CollatePairs",
+    "HDF5Split",
+    "PairedTrainSet",
+    "build_eval_loader",
+    "build_train_dataset",
+    "build_train_loader",
+    "collate_items",
+    "collate_pairs",
+    "KeyedBatchSampler",
+    "PKSampler",
+    "SampleKey",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AugmentParams",
+    "EvalTransform",
+    "TrainTransform",
+    "TransformConfig",
+    "item_rng",
+    "normalize_batch",
+]

@@ -1,0 +1,25 @@
+"""The AlignedReID + OBC network and its checkpoints."""
+
+from reid.models.aligned import ARCH_DIMS, AlignedReID, ModelConfig, ModelOutput, build_model
+from reid.models.checkpoint import (
+    Checkpoint,
+    check_state_dict,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    unwrap_model,
+)
+
+__all__ = [
+    "ARCH_DIMS",
+    "AlignedReID",
+    "Checkpoint",
+    "ModelConfig",
+    "ModelOutput",
+    "build_model",
+    "check_state_dict",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "unwrap_model",
+]

@@ -1,0 +1,125 @@
+"""`occsim`: make the synthetic set, generate the occluded HDF5 file, describe it, preview it.
+
+Thin: each command parses its options, calls one library function and prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import handle_bad_input, parse_size, setup_logging
+from occsim.errors import BadInputError
+from occsim.occluders import OccluderParams
+from occsim.schema import OCCLUDER_NAMES, SPLITS
+
+_P = OccluderParams()  # the library's defaults are the CLI's
+
+
+def _comma_list(values: tuple[str, ...], option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """Flatten repeated and comma-separated values ("--type mean --type black,random")."""
+    items = tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise BadInputError(f"{option} {unknown[0]!r}: unknown; use one or more of {', '.join(allowed)}")
+    return items
+
+
+@click.group()
+@click.option("--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Materialise an Occluded Market-1501 (frozen splits + occlusion manifest) as HDF5."""
+    setup_logging(verbose)
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/synthetic-market"), show_default=True,
+              help="Folder to write (Market-1501 layout).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ids", type=int, default=300, show_default=True, help="Identities (half train, half test).")
+@click.option("--cameras", type=int, default=6, show_default=True)
+@click.option("--images-per-id", type=int, default=12, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
+@handle_bad_input
+def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, workers: int, force: bool) -> None:
+    """Write the built-in synthetic pedestrian set in the Market-1501 layout."""
+    from occsim.synth import SynthConfig, synthesize_market
+
+    config = SynthConfig(n_ids=ids, n_cameras=cameras, images_per_id=images_per_id, seed=seed)
+    summary = synthesize_market(out, config, workers=workers, force=force)
+    click.echo(f"wrote {summary.root}: train {summary.n_train_ids} ids / {summary.n_train_images} images, "
+               f"query {summary.n_query_images}, gallery {summary.n_gallery_images} "
+               f"(incl. {summary.n_junk} junk, {summary.n_distractors} distractors), {summary.n_cameras} cameras")
+
+
+@main.command()
+@click.option("--src", type=click.Path(path_type=Path), default=None,
+              help="Source folder (Market-1501 or DukeMTMC-reID layout). Default: data/Market-1501-v15.09.15 "
+                   "if present, else the built-in synthetic set in data/synthetic-market (made if missing).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True)
+@click.option("--type", "types", multiple=True, default=("mean",), show_default=True,
+              help=f"Occluder(s): {', '.join(OCCLUDER_NAMES)}; repeat or comma-separate. Each adds one occluded "
+                   f"copy of every image of the occluded splits.")
+@click.option("--patch", type=int, default=_P.patch, show_default=True,
+              help="Side in stored pixels of the mean/black square.")
+@click.option("--area-min", type=float, default=_P.area_min, show_default=True,
+              help="random: smallest box area (fraction of the image).")
+@click.option("--area-max", type=float, default=_P.area_max, show_default=True)
+@click.option("--ratio-min", type=float, default=_P.ratio_min, show_default=True,
+              help="random: smallest aspect ratio h/w.")
+@click.option("--ratio-max", type=float, default=_P.ratio_max, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Worker processes; 0 = all cores.")
+@click.option("--occlude", default="train,query", show_default=True,
+              help="Comma list of the splits that get occluded copies.")
+@click.option("--occlude-gallery", is_flag=True, help="Also occlude the gallery.")
+@click.option("--size", default="128x64", show_default=True, help="Stored image size HxW.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable source images (each one reported).")
+@handle_bad_input
+def generate(src: Path | None, out: Path, types: tuple[str, ...], patch: int, area_min: float, area_max: float,
+             ratio_min: float, ratio_max: float, seed: int, workers: int, occlude: str, occlude_gallery: bool,
+             size: str, force: bool, skip_bad: bool) -> None:
+    """Write the occluded dataset (clean + occluded rows per split) to an HDF5 file."""
+    from occsim.generate import GenerateConfig, generate as run_generate
+
+    config = GenerateConfig(
+        src=src, out=out, types=_comma_list(types, "--type", OCCLUDER_NAMES),
+        occluder=OccluderParams(patch=patch, area_min=area_min, area_max=area_max,
+                                ratio_min=ratio_min, ratio_max=ratio_max),
+        seed=seed, workers=workers, occlude=_comma_list((occlude,), "--occlude", SPLITS),
+        occlude_gallery=occlude_gallery, image_size=parse_size(size), force=force, skip_bad=skip_bad,
+    )
+    report = run_generate(config, echo=click.echo)
+    click.echo(report.summary_text())
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@handle_bad_input
+def info(file: Path) -> None:
+    """Validate FILE and print its splits, counts, generator arguments and fingerprint."""
+    from occsim.info import describe
+    from occsim.store import read_store
+
+    click.echo(describe(read_store(file)))
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/preview.png"), show_default=True,
+              help="PNG to write.")
+@click.option("--n", "n", type=int, default=16, show_default=True, help="Clean / occluded pairs to show.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which rows are picked.")
+@handle_bad_input
+def preview(file: Path, out: Path, n: int, seed: int) -> None:
+    """Write a PNG grid of clean / occluded pairs of FILE with the boxes drawn."""
+    from occsim.preview import write_preview
+
+    click.echo(f"wrote {write_preview(file, out, n=n, seed=seed)}")
+
+
+if __name__ == "__main__":
+    main()

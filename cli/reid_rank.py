@@ -1,0 +1,71 @@
+"""`reid rank`: a few queries and their top-k gallery images as PNG rows (thin Click layer)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from cli.common import handle_bad_input
+from cli.reid_saliency import parse_ids
+
+logger = logging.getLogger(__name__)
+
+
+@click.command("rank")
+@click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
+              help="The occluded-reid HDF5 file made by `occsim generate`.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint to rank with. Default: best.pt (else last.pt) of the newest run under runs/.")
+@click.option("--query", default="clean", show_default=True, metavar="SET",
+              help="Query set: clean or occluded:TYPE (e.g. occluded:mean); occluded or all take their union.")
+@click.option("--ids", default=None, metavar="PID,PID",
+              help="Query identities to show (the first query image of each in the set). Default: --n at random.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Queries drawn at random (with --seed) among those with a match in the gallery.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Gallery images per query.")
+@click.option("--gallery", type=click.Choice(["clean", "all"]), default="clean", show_default=True)
+@click.option("--distance", type=click.Choice(["global", "local", "global+local"]), default="global", show_default=True)
+@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/rank"), show_default=True,
+              help="Folder for the PNGs (one per query, plus rank_sheet.png).")
+@handle_bad_input
+def rank_command(
+    data: Path,
+    checkpoint: Path | None,
+    query: str,
+    ids: str | None,
+    n: int,
+    seed: int,
+    k: int,
+    gallery: str,
+    distance: str,
+    metric: str,
+    device: str,
+    batch_size: int,
+    out: Path,
+) -> None:
+    """Query and its top-k gallery images after the protocol's removals (same identity and
+    camera, junk): green border = match, red = miss. The ranking is the one the CMC sees."""
+    from reid.distance import resolve_device
+    from reid.engine.features import input_size_from_extra
+    from reid.engine.runs import find_latest_checkpoint
+    from reid.models.checkpoint import load_model
+    from reid.rank import write_rank_figures
+
+    if checkpoint is None:
+        checkpoint = find_latest_checkpoint()
+        click.echo(f"checkpoint: {checkpoint}", err=True)
+    pid_list = parse_ids(ids)
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, device=dev)
+    paths = write_rank_figures(
+        model, data, out, query=query, n_queries=n, ids=pid_list, seed=seed, distance=distance, metric=metric,
+        k=k, input_size=input_size_from_extra(ckpt.extra), gallery=gallery, device=dev, batch_size=batch_size,
+    )
+    for path in paths:
+        click.echo(str(path))

@@ -1,0 +1,470 @@
+"""Materialise an occluded dataset: source folder -> frozen HDF5 file (DESIGN.md, "The HDF5 file").
+
+How the work is split:
+
+1. The main process parses the source (:mod:`occsim.sources`), prints its counts and, with
+   ``skip_bad``, has the workers decode every image once to find the unreadable ones.
+2. The workers draw every occlusion box. Boxes depend only on the per-image generator
+   ``numpy.random.default_rng([seed, split_index, clean_row, type_code])`` and the stored
+   size, never on the pixels, so the whole manifest (boxes included) is known before any
+   pixel is written -- the writer needs it up front -- and the bytes do not depend on how
+   many workers there are.
+3. The workers decode (BGR->RGB, grayscale and RGBA converted to 3 channels), resize to the
+   stored size (INTER_AREA when shrinking, INTER_LINEAR when growing) and occlude chunks of
+   images; the one writer (this process) streams the blocks into the HDF5 file as they come
+   back, in order, through :class:`occsim.store.StoreWriter`, which renames the file into
+   place only when it is complete.
+
+Occlusion is applied after resizing, so boxes are in stored pixels and ``patch=50`` hides
+50x50 of a 128x64 image, as the paper did on Market's native crops.
+
+Row layout of a split with ``n`` clean images and occluder types ``t_1..t_T`` (in code
+order: mean, black, random): rows ``0..n-1`` are the clean images in source order, rows
+``k*n .. (k+1)*n-1`` their copies occluded by ``t_k``, in the same order, ``clean_index``
+pointing back at the clean row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+from joblib import Parallel, cpu_count, delayed
+from tqdm import tqdm
+
+from occsim.errors import BadInputError
+from occsim.occluders import OCCLUDERS, Box, OccluderParams, fill_box, get_occluder
+from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, SPLITS, occ_type_code
+from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
+from occsim.store import SplitManifest, StoreWriter, check_output_path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path("data/occluded.h5")
+DEFAULT_MARKET = Path("data/Market-1501-v15.09.15")
+DEFAULT_SYNTHETIC = Path("data/synthetic-market")
+RNG_SCHEME = "numpy.random.default_rng([seed, split_index, clean_row, type_code])"
+
+_SOI = b"\xff\xd8"  # JPEG start-of-image marker
+_EOI = b"\xff\xd9"  # end-of-image; byte stuffing keeps it out of the compressed data
+_EOI_TAIL = 64  # bytes at the end searched for EOI: tolerates a little padding after it
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Arguments of :func:`generate`.
+
+    Attributes:
+        src: source folder (Market-1501 or DukeMTMC-reID layout); None picks
+            ``data/Market-1501-v15.09.15`` when it exists, else the built-in synthetic set
+            in ``data/synthetic-market`` (made on the fly when missing).
+        out: the HDF5 file to write.
+        types: occluder names; each adds one occluded copy of every image of the occluded
+            splits. Stored in code order whatever order they are given in.
+        occluder: the occluders' parameters (patch side, random-box ranges).
+        seed: seeds every per-image generator.
+        workers: worker processes; 0 means all cores.
+        occlude: splits that get occluded copies.
+        occlude_gallery: also occlude the gallery (same as adding "gallery" to ``occlude``).
+        image_size: stored (H, W).
+        force: overwrite an existing ``out``.
+        skip_bad: skip unreadable images (reported) instead of stopping at the first.
+        chunk_size: images per worker task.
+        progress: show a progress bar (when stderr is a terminal).
+    """
+
+    src: Path | None = None
+    out: Path = DEFAULT_OUT
+    types: tuple[str, ...] = ("mean",)
+    occluder: OccluderParams = OccluderParams()
+    seed: int = 0
+    workers: int = 0
+    occlude: tuple[str, ...] = ("train", "query")
+    occlude_gallery: bool = False
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    force: bool = False
+    skip_bad: bool = False
+    chunk_size: int = 512
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`BadInputError` naming the option of the first invalid value."""
+        for name in self.types:
+            get_occluder(name)
+        for split in self.occlude:
+            if split not in SPLITS:
+                raise BadInputError(f"--occlude {split!r}: unknown split; use some of {', '.join(SPLITS)}")
+        self.occluder.validate()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise BadInputError(f"--seed {self.seed!r}: must be a non-negative integer")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise BadInputError(f"--workers {self.workers!r}: must be 0 (all cores) or a positive integer")
+        if len(self.image_size) != 2 or min(int(v) for v in self.image_size) < 1:
+            raise BadInputError(f"--size {self.image_size!r}: both sides must be positive, e.g. 128x64")
+        if self.chunk_size < 1:
+            raise BadInputError(f"chunk_size {self.chunk_size!r}: must be positive")
+
+    @property
+    def ordered_types(self) -> tuple[str, ...]:
+        """``types`` without repeats, in code order (mean, black, random)."""
+        return tuple(sorted(set(self.types), key=occ_type_code))
+
+    @property
+    def occluded_splits(self) -> tuple[str, ...]:
+        """The splits that get occluded copies, in schema order."""
+        wanted = set(self.occlude) | ({"gallery"} if self.occlude_gallery else set())
+        return tuple(s for s in SPLITS if s in wanted)
+
+    def generator_args(self, source: Source, skipped: Iterable[str] = ()) -> dict[str, Any]:
+        """What the file records: everything that shapes its contents, nothing machine-specific.
+
+        Leaves out ``workers``, ``force``, ``chunk_size`` and ``progress`` (they do not change
+        the bytes) and records the source folder's name, not its absolute path, so that the
+        fingerprint is the same on every machine.
+        """
+        return {
+            "source_folder": source.name,
+            "layout": source.layout,
+            "types": list(self.ordered_types),
+            "occlude": list(self.occluded_splits),
+            **asdict(self.occluder),
+            "seed": int(self.seed),
+            "image_size": [int(self.image_size[0]), int(self.image_size[1])],
+            "skipped": sorted(skipped),
+            "rng": RNG_SCHEME,
+        }
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """A source image left out under ``skip_bad``: its path relative to the source root and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    """What :func:`generate` wrote.
+
+    Attributes:
+        rows: per split, the row count of each kind: "clean" and one entry per occluder type.
+        images: source images decoded (skipped ones excluded).
+        seconds: wall time of the whole run, source parsing included.
+    """
+
+    out: Path
+    source: Path
+    layout: str
+    fingerprint: str
+    rows: dict[str, dict[str, int]]
+    images: int
+    seconds: float
+    workers: int
+    skipped: tuple[SkippedImage, ...] = field(default=())
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.inf
+
+    def summary_text(self) -> str:
+        """A few lines for a person: where, how many rows of which kind, how fast, what was skipped."""
+        lines = [f"wrote {self.out} (fingerprint {self.fingerprint[:16]})"]
+        for split, kinds in self.rows.items():
+            parts = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+            lines.append(f"  {split:<8}{sum(kinds.values()):>7} rows: {parts}")
+        lines.append(f"  {self.images} source images in {self.seconds:.1f} s "
+                     f"({self.images_per_second:.0f} images/s, {self.workers} workers)")
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} unreadable images:")
+            lines.extend(f"    {s.path}: {s.reason}" for s in self.skipped)
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Work done in the worker processes (also callable in-process): pure functions of their args.
+
+
+def decode_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """Read one image as RGB uint8 at the stored size.
+
+    Returns:
+        (image of shape [H, W, 3], "") or (None, reason) for a file that cannot be used
+        (unreadable, zero bytes, truncated JPEG, not an image).
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror})"
+    if not data:
+        return None, "zero-byte file"
+    if data[:2] == _SOI and _EOI not in data[-_EOI_TAIL:]:
+        return None, "truncated JPEG (no end-of-image marker)"
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    # IMREAD_COLOR(_RGB) turns grayscale into 3 channels and drops an alpha channel.
+    image = cv2.imdecode(buffer, _IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR)
+    if image is None:
+        return None, "not a decodable image"
+    if _IMREAD_RGB is None:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    height, width = int(image_size[0]), int(image_size[1])
+    if image.shape[:2] != (height, width):
+        shrinking = image.shape[0] >= height and image.shape[1] >= width
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return image, ""
+
+
+def _single_threaded_cv2(in_worker: bool) -> None:
+    # Worker processes already use every core; cv2's own threads would only contend.
+    if in_worker:
+        cv2.setNumThreads(0)
+
+
+def _check_chunk(root: str, paths: list[str], image_size: tuple[int, int], in_worker: bool) -> list[tuple[str, str]]:
+    """(path, reason) of every image of ``paths`` that cannot be decoded."""
+    _single_threaded_cv2(in_worker)
+    failures = []
+    for rel in paths:
+        image, reason = decode_image(os.path.join(root, rel), image_size)
+        if image is None:
+            failures.append((rel, reason))
+    return failures
+
+
+def _plan_boxes(seed: int, split_index: int, start: int, n: int, types: tuple[str, ...],
+                params: OccluderParams, image_size: tuple[int, int]) -> np.ndarray:
+    """Boxes of rows ``start .. start+n-1`` (clean rows) for each type, shape [T, n, 4] int16."""
+    boxes = np.empty((len(types), n, 4), dtype=np.int16)
+    for t, name in enumerate(types):
+        sample_box, code = OCCLUDERS[name].sample_box, occ_type_code(name)
+        for i in range(n):
+            rng = np.random.default_rng([seed, split_index, start + i, code])
+            boxes[t, i] = sample_box(image_size, params, rng)
+    return boxes
+
+
+@dataclass
+class _Chunk:
+    """A worker's answer: clean images [n, H, W, 3], occluded [T, n, H, W, 3], or failures."""
+
+    clean: np.ndarray | None
+    occluded: np.ndarray | None
+    failures: list[tuple[str, str]]
+
+
+def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], types: tuple[str, ...],
+                   boxes: np.ndarray, in_worker: bool) -> _Chunk:
+    """Decode, resize and occlude ``paths``; ``boxes`` shape [T, n, 4] from :func:`_plan_boxes`."""
+    _single_threaded_cv2(in_worker)
+    n = len(paths)
+    clean = np.empty((n, int(image_size[0]), int(image_size[1]), 3), dtype=np.uint8)
+    failures = []
+    for i, rel in enumerate(paths):
+        image, reason = decode_image(os.path.join(root, rel), image_size)
+        if image is None:
+            failures.append((rel, reason))
+        else:
+            clean[i] = image
+    if failures:
+        return _Chunk(None, None, failures)
+    occluded = np.empty((len(types), *clean.shape), dtype=np.uint8)
+    colours: dict[Any, list[np.ndarray]] = {}  # the mean colour is shared by mean and random
+    for t, name in enumerate(types):
+        fill_colour = OCCLUDERS[name].fill_colour
+        if fill_colour not in colours:
+            colours[fill_colour] = [fill_colour(image) for image in clean]
+        for i in range(n):
+            box: Box = tuple(int(v) for v in boxes[t, i])  # type: ignore[assignment]
+            fill_box(clean[i], box, colours[fill_colour][i], out=occluded[t, i])
+    return _Chunk(clean, occluded, [])
+
+
+# ----------------------------------------------------------------------------------------
+# The main process.
+
+
+def resolve_workers(workers: int) -> int:
+    """``workers``, or every usable core for 0."""
+    return workers if workers > 0 else max(1, cpu_count())
+
+
+def resolve_source(src: Path | None, workers: int = 1, echo: Callable[[str], None] = logger.info) -> Path:
+    """The source folder: ``src``, else the real Market-1501 under data/, else the synthetic set.
+
+    The synthetic set is made in ``data/synthetic-market`` when it is not there yet (it is
+    written atomically, so an existing folder is complete) and reused otherwise.
+    """
+    if src is not None:
+        return Path(src)
+    if DEFAULT_MARKET.exists():
+        echo(f"--src not given: using {DEFAULT_MARKET}")
+        return DEFAULT_MARKET
+    if DEFAULT_SYNTHETIC.exists():
+        echo(f"--src not given and no {DEFAULT_MARKET}: reusing the built-in synthetic set in {DEFAULT_SYNTHETIC}")
+        return DEFAULT_SYNTHETIC
+    from occsim.synth import SynthConfig, synthesize_market  # only needed on this path
+
+    echo(f"--src not given and no {DEFAULT_MARKET}: making the built-in synthetic set in {DEFAULT_SYNTHETIC}")
+    synthesize_market(DEFAULT_SYNTHETIC, SynthConfig(), workers=workers)
+    return DEFAULT_SYNTHETIC
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (a plain ``kill``) into KeyboardInterrupt so the clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _parallel(n_workers: int, tasks: Iterable[Any]) -> Iterator[Iterator[Any]]:
+    """Results of ``tasks`` in order, computed by ``n_workers`` loky processes (in-process for 1).
+
+    At most two tasks per worker are in flight, so memory stays bounded. Leaving the block
+    early (an error, Ctrl-C) cancels the remaining tasks and kills the busy workers.
+    """
+    results = Parallel(n_jobs=n_workers, backend="loky", return_as="generator", pre_dispatch="2*n_jobs")(tasks)
+    try:
+        yield results
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # joblib warns that the cancelled tasks were not used
+            results.close()
+
+
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def _bad_image_error(root: Path, path: str, reason: str) -> BadInputError:
+    return BadInputError(f"{root / path}: {reason}; replace or remove the file, "
+                         f"or pass --skip-bad to skip unreadable images")
+
+
+def _find_bad_images(source: Source, config: GenerateConfig, n_workers: int) -> list[SkippedImage]:
+    """Decode every image once (in the workers) and list those that cannot be used."""
+    root, in_worker = str(source.root.resolve()), n_workers > 1
+    paths = [r.path for records in source.splits.values() for r in records]
+    tasks = (delayed(_check_chunk)(root, paths[a:b], config.image_size, in_worker)
+             for a, b in _chunks(len(paths), config.chunk_size))
+    skipped: list[SkippedImage] = []
+    with _parallel(n_workers, tasks) as results:
+        for failures in results:
+            skipped.extend(SkippedImage(path, reason) for path, reason in failures)
+    return skipped
+
+
+def _build_manifest(split: str, source: Source, types: tuple[str, ...], boxes: np.ndarray) -> SplitManifest:
+    """Manifest of ``split``: clean rows in source order, then one block per type (boxes [T, n, 4])."""
+    records = source.splits[split]
+    n, copies = len(records), 1 + len(types)
+    pid = np.array([r.pid for r in records], dtype=np.int32)
+    camid = np.array([r.camid for r in records], dtype=np.int16)
+    codes = [0] + [occ_type_code(t) for t in types]
+    return SplitManifest(
+        pid=np.tile(pid, copies),
+        camid=np.tile(camid, copies),
+        occluded=np.repeat([False] + [True] * len(types), n),
+        occ_type=np.repeat(np.array(codes, dtype=np.uint8), n),
+        box=np.concatenate([np.tile(np.array(NO_BOX, dtype=np.int16), (n, 1)), boxes.reshape(-1, 4)]),
+        clean_index=np.tile(np.arange(n, dtype=np.int32), copies),
+        path=[r.path for r in records] * copies,
+        label=np.tile(train_labels(pid), copies) if split == "train" else None,
+    )
+
+
+def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) -> GenerateReport:
+    """Write the occluded dataset described by ``config``; see the module docstring.
+
+    Args:
+        config: what to generate.
+        echo: receives the lines a person wants before the work starts (the source's counts,
+            which source was picked); the CLI prints them.
+
+    Raises:
+        BadInputError: invalid options, a bad source folder, an unreadable image (unless
+            ``skip_bad``), or an output that exists (without ``force``) or cannot be written.
+            Nothing is left at ``config.out`` then.
+    """
+    started = time.perf_counter()
+    config.validate()
+    out = Path(config.out)
+    check_output_path(out, config.force)  # fail before any long work
+    n_workers = resolve_workers(config.workers)
+    source = read_source(resolve_source(config.src, n_workers, echo))
+    echo(format_summary(source, summarize_source(source)))
+    types, image_size = config.ordered_types, (int(config.image_size[0]), int(config.image_size[1]))
+    if not types or not config.occluded_splits:
+        logger.warning("no occluder type or no occluded split: the file will hold clean rows only")
+
+    with _sigterm_as_interrupt():
+        skipped: list[SkippedImage] = []
+        if config.skip_bad:
+            skipped = _find_bad_images(source, config, n_workers)
+            for bad in skipped:
+                logger.warning("skipping %s: %s", source.root / bad.path, bad.reason)
+            source = source.without({bad.path for bad in skipped})
+            empty = [s for s, records in source.splits.items() if not records]
+            if empty:
+                raise BadInputError(f"{source.root}: no readable image left in the {', '.join(empty)} split; "
+                                    f"check the source folder")
+
+        split_types = {s: types if s in config.occluded_splits else () for s in SPLITS}
+        plans = [(s, a, b) for s in SPLITS for a, b in _chunks(len(source.splits[s]), config.chunk_size)]
+        plan_tasks = (delayed(_plan_boxes)(config.seed, SPLITS.index(s), a, b - a, split_types[s],
+                                           config.occluder, image_size) for s, a, b in plans)
+        with _parallel(n_workers, plan_tasks) as results:
+            chunk_boxes = list(results)  # [T, b - a, 4] per entry of plans
+        manifests = {s: _build_manifest(s, source, split_types[s],
+                                        np.concatenate([bx for (p, _, _), bx in zip(plans, chunk_boxes) if p == s], axis=1))
+                     for s in SPLITS}
+
+        # Absolute: reused loky workers keep the working folder they were started in.
+        root, in_worker = str(source.root.resolve()), n_workers > 1
+        with StoreWriter(out, image_size=image_size, force=config.force) as writer:
+            for split in SPLITS:
+                writer.add_split(split, manifests[split])
+            tasks = (delayed(_process_chunk)(root, [r.path for r in source.splits[s][a:b]], image_size,
+                                             split_types[s], boxes, in_worker)
+                     for (s, a, b), boxes in zip(plans, chunk_boxes))
+            with _parallel(n_workers, tasks) as results, \
+                    tqdm(total=len(source), unit="img", desc="generate", disable=None if config.progress else True) as bar:
+                for (split, a, b), chunk in zip(plans, results):
+                    if chunk.failures:
+                        raise _bad_image_error(source.root, *chunk.failures[0])
+                    n_clean = len(source.splits[split])
+                    writer.write_images(split, a, chunk.clean)
+                    for t in range(len(split_types[split])):
+                        writer.write_images(split, (t + 1) * n_clean + a, chunk.occluded[t])
+                    bar.update(b - a)
+            fingerprint = writer.finish(source=source.name, seed=int(config.seed),
+                                        generator_args=config.generator_args(source, (s.path for s in skipped)))
+
+    rows = {s: {"clean": len(source.splits[s]), **{t: len(source.splits[s]) for t in split_types[s]}} for s in SPLITS}
+    return GenerateReport(out=out, source=source.root, layout=source.layout, fingerprint=fingerprint, rows=rows,
+                          images=len(source), seconds=time.perf_counter() - started, workers=n_workers,
+                          skipped=tuple(skipped))
+

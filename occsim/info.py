@@ -1,0 +1,49 @@
+"""A person-readable description of an occluded-reid file (what ``occsim info`` prints)."""
+
+from __future__ import annotations
+
+import json
+
+from occsim.schema import OCC_TYPE_NAMES
+from occsim.store import SplitManifest, StoreInfo
+
+_JUNK, _DISTRACTOR = -1, 0
+
+
+def _split_line(name: str, manifest: SplitManifest) -> str:
+    clean = int((~manifest.occluded).sum())
+    per_type = [f"{int((manifest.occ_type == code).sum())} {OCC_TYPE_NAMES[code]}"
+                for code in sorted(set(manifest.occ_type.tolist())) if code != 0]
+    pids = set(manifest.pid.tolist())
+    identities = len(pids - {_JUNK, _DISTRACTOR})
+    cameras = sorted(set(manifest.camid.tolist()))
+    extra = []
+    if _JUNK in pids:
+        extra.append(f"{int((manifest.pid[~manifest.occluded] == _JUNK).sum())} junk")
+    if _DISTRACTOR in pids:
+        extra.append(f"{int((manifest.pid[~manifest.occluded] == _DISTRACTOR).sum())} distractor")
+    occluded = ", ".join(per_type) if per_type else "none"
+    labels = "" if manifest.label is None else f", labels 0..{int(manifest.label.max()) if len(manifest) else -1}"
+    return (f"  {name:<8}{len(manifest):>7} rows: {clean} clean"
+            f"{' (incl. ' + ', '.join(extra) + ')' if extra else ''}; occluded: {occluded}\n"
+            f"  {'':<8}{identities:>7} identities{labels}; cameras {', '.join(str(c) for c in cameras)}")
+
+
+def describe(info: StoreInfo) -> str:
+    """Splits, rows, clean/occluded counts per type, identities, cameras, generator args, fingerprint.
+
+    Args:
+        info: a validated file, from :func:`occsim.store.read_store`.
+    """
+    height, width = info.image_size
+    lines = [
+        f"{info.path}",
+        f"  format_version {info.format_version}, written by occsim {info.package_version}",
+        f"  source {info.source}, seed {info.seed}, images {height}x{width} RGB",
+        f"  fingerprint {info.fingerprint}",
+        "splits:",
+    ]
+    lines.extend(_split_line(name, manifest) for name, manifest in info.splits.items())
+    lines.append("generator arguments:")
+    lines.extend(f"  {key}: {json.dumps(value)}" for key, value in sorted(info.generator_args.items()))
+    return "\n".join(lines)

@@ -1,0 +1,457 @@
+"""Torch datasets over the occluded-reid HDF5 file, the batch type, and the loader builders.
+
+* :class:`HDF5Split` — one split (or a subset of its rows), one image per item.
+* :class:`PairedTrainSet` — ``--train-on both``: an item is a clean train row plus one of its
+  occluded copies, transformed with the *same* random draws.
+* :class:`Batch` — what the loaders yield. ``images`` leave the workers as uint8 [B, 3, H, W];
+  ``batch.to(device)`` moves the batch and normalises the whole image tensor at once with
+  :func:`reid.data.transforms.normalize_batch` (on the GPU when the device is one). So the
+  trainer always writes ``batch = batch.to(device)`` and gets float32 normalised images, and
+  the clean and occluded halves of a joint batch cannot be normalised differently.
+* :func:`build_train_loader`, :func:`build_eval_loader`.
+
+The h5py file is opened lazily by whichever process reads pixels first, and reopened when the
+process id changes (a forked DataLoader worker); the open handle is never pickled. Pixels are
+read one row at a time (the images dataset is chunked one image per chunk).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.utils.data
+
+from occsim.errors import BadInputError
+from occsim.store import SplitManifest, open_h5, read_store
+from reid.data.sampler import KeyedBatchSampler, PKSampler, SampleKey
+from reid.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EvalTransform,
+    TrainTransform,
+    TransformConfig,
+    item_rng,
+    normalize_batch,
+)
+
+logger = logging.getLogger(__name__)
+
+TrainOn = Literal["clean", "occluded", "both"]
+TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both")
+# A transform maps a list of uint8 [h, w, 3] images plus one generator to a list of
+# uint8 tensors [3, H, W], applying the same random draws to every image of the list.
+Transform = Callable[[Sequence[np.ndarray], np.random.Generator], list[torch.Tensor]]
+
+
+class _LazyImages:
+    """Per-process lazy handle on ``/<split>/images``; picklable (the handle is dropped)."""
+
+    def __init__(self, path: Path, split: str) -> None:
+        self.path = path
+        self.split = split
+        self._file: Any = None
+        self._images: Any = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "split": self.split, "_file": None, "_images": None, "_pid": None}
+
+    def _dataset(self) -> Any:
+        pid = os.getpid()
+        if self._pid != pid:
+            # A handle inherited through fork belongs to the parent's HDF5 state: never use it.
+            self._file = open_h5(self.path)
+            self._images = self._file[self.split]["images"]
+            self._pid = pid
+        return self._images
+
+    def read(self, row: int) -> np.ndarray:
+        """One stored image, uint8 [h, w, 3] RGB (a per-row read into a fresh buffer)."""
+        dataset = self._dataset()
+        out = np.empty(dataset.shape[1:], dtype=np.uint8)
+        dataset.read_direct(out, np.s_[int(row)])
+        return out
+
+    @property
+    def is_open(self) -> bool:
+        return self._pid == os.getpid()
+
+    def close(self) -> None:
+        if self._pid == os.getpid() and self._file is not None:
+            self._file.close()
+        self._file = self._images = self._pid = None
+
+
+def _unpack(key: int | SampleKey, default_epoch: int) -> tuple[int, int, int]:
+    """(index, epoch, slot) of a dataset key; a bare index uses the dataset's epoch and slot = index."""
+    if isinstance(key, SampleKey):
+        return int(key.index), int(key.epoch), int(key.slot)
+    if isinstance(key, tuple):
+        index, epoch, slot = key
+        return int(index), int(epoch), int(slot)
+    return int(key), default_epoch, int(key)
+
+
+class HDF5Split(torch.utils.data.Dataset):
+    """One split of an occluded-reid file, one image per item.
+
+    Args:
+        path: the HDF5 file.
+        split: "train", "query" or "gallery".
+        rows: the split's rows this dataset covers, in this order (default: all rows).
+        transform: see :data:`Transform`; None returns the stored pixels as [3, h, w] uint8.
+        seed: base seed of the augmentation draws (see :func:`reid.data.transforms.item_rng`).
+
+    Items (``dataset[i]`` with an int or a :class:`~reid.data.sampler.SampleKey`) are dicts:
+    ``image`` uint8 tensor [3, H, W]; ``pid``, ``label`` (-1 outside train), ``camid``,
+    ``occ_type``, ``clean_index``, ``row`` ints; ``occluded`` bool.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str,
+        rows: np.ndarray | Sequence[int] | None = None,
+        transform: Transform | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        info = read_store(self.path)
+        if split not in info.splits:
+            raise BadInputError(f"{self.path}: no split {split!r}; use one of {', '.join(info.splits)}")
+        self.split = split
+        self.manifest: SplitManifest = info.splits[split]
+        self.image_size = info.image_size
+        self.fingerprint = info.fingerprint
+        n = len(self.manifest)
+        self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= n):
+            raise ValueError(f"rows outside the {n} rows of split {split!r}")
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self._images = _LazyImages(self.path, split)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def pids(self) -> np.ndarray:
+        """Identity of every item, shape [len(self)] int32 (what a PK sampler groups by)."""
+        return self.manifest.pid[self.rows]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for bare-int keys (keyed samplers carry their own epoch)."""
+        self.epoch = int(epoch)
+
+    def read_row(self, row: int) -> np.ndarray:
+        """Stored pixels of one split row, uint8 [h, w, 3] RGB."""
+        return self._images.read(row)
+
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        index, epoch, slot = _unpack(key, self.epoch)
+        row = int(self.rows[index])
+        image = self._images.read(row)
+        if self.transform is None:
+            tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        else:
+            (tensor,) = self.transform([image], item_rng(self.seed, epoch, slot))
+        return _item_fields(self.manifest, row) | {"image": tensor}
+
+
+def _item_fields(manifest: SplitManifest, row: int) -> dict[str, Any]:
+    return {
+        "pid": int(manifest.pid[row]),
+        "label": int(manifest.label[row]) if manifest.label is not None else -1,
+        "camid": int(manifest.camid[row]),
+        "occluded": bool(manifest.occluded[row]),
+        "occ_type": int(manifest.occ_type[row]),
+        "clean_index": int(manifest.clean_index[row]),
+        "row": row,
+    }
+
+
+class PairedTrainSet(torch.utils.data.Dataset):
+    """``--train-on both``: item i is (clean train row, one of its occluded copies).
+
+    The occluded copy is chosen per item with the item's generator (so a clean row with copies
+    of several occluder types shows a random one, reproducibly), and both images go through
+    one transform call: the same flip, crop offset and erasing rectangle.
+
+    Clean rows without any occluded copy are left out (logged).
+
+    Items are dicts: ``images`` list of two uint8 tensors [3, H, W] (clean, occluded);
+    ``pid``, ``label``, ``camid`` ints; ``rows`` (clean row, occluded row);
+    ``occ_type`` of the copy.
+
+    Raises:
+        BadInputError: the train split has no occluded copies.
+    """
+
+    def __init__(self, path: str | os.PathLike, transform: Transform | None = None, seed: int = 0) -> None:
+        self.path = Path(path)
+        info = read_store(self.path)
+        self.manifest: SplitManifest = info.splits["train"]
+        self.image_size = info.image_size
+        self.fingerprint = info.fingerprint
+        m = self.manifest
+        occluded_rows = np.flatnonzero(m.occluded)
+        if len(occluded_rows) == 0:
+            raise BadInputError(
+                f"{self.path}: the train split has no occluded copies, so --train-on both has nothing to pair; "
+                "use --train-on clean or regenerate the file with occlusion"
+            )
+        # copies[clean row] = its occluded rows, ascending.
+        owners = m.clean_index[occluded_rows]
+        order = np.argsort(owners, kind="stable")
+        owners, occluded_rows = owners[order], occluded_rows[order]
+        clean_rows, starts = np.unique(owners, return_index=True)
+        ends = np.append(starts[1:], len(owners))
+        self.clean_rows = clean_rows.astype(np.int64)
+        self.copies: list[np.ndarray] = [occluded_rows[s:e].astype(np.int64) for s, e in zip(starts, ends)]
+        if np.any(m.occluded[self.clean_rows]):
+            raise BadInputError(f"{self.path}: train clean_index points at occluded rows; regenerate it with `occsim generate`")
+        missing = int((~m.occluded).sum()) - len(self.clean_rows)
+        if missing:
+            logger.warning("%s: %d clean train rows have no occluded copy and are left out of --train-on both", self.path, missing)
+        self.transform = transform
+        self.seed = int(seed)
+        self.epoch = 0
+        self._images = _LazyImages(self.path, "train")
+
+    def __len__(self) -> int:
+        return len(self.clean_rows)
+
+    @property
+    def pids(self) -> np.ndarray:
+        """Identity of every item (pair), shape [len(self)] int32."""
+        return self.manifest.pid[self.clean_rows]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        index, epoch, slot = _unpack(key, self.epoch)
+        rng = item_rng(self.seed, epoch, slot)
+        clean_row = int(self.clean_rows[index])
+        copies = self.copies[index]
+        occluded_row = int(copies[rng.integers(len(copies))]) if len(copies) > 1 else int(copies[0])
+        images = [self._images.read(clean_row), self._images.read(occluded_row)]
+        if self.transform is None:
+            tensors = [torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in images]
+        else:
+            tensors = self.transform(images, rng)
+        m = self.manifest
+        return {
+            "images": tensors,
+            "pid": int(m.pid[clean_row]),
+            "label": int(m.label[clean_row]) if m.label is not None else -1,
+            "camid": int(m.camid[clean_row]),
+            "rows": (clean_row, occluded_row),
+            "occ_type": int(m.occ_type[occluded_row]),
+        }
+
+
+@dataclass
+class Batch:
+    """One batch, as the loaders yield it.
+
+    Attributes:
+        images: [B, 3, H, W]; uint8 from the loader, float32 normalised after :meth:`to`.
+        pids: identities, int64 [B].
+        labels: train class indices, int64 [B] (-1 outside train).
+        camids: cameras, int64 [B].
+        occluded: True for occluded images, bool [B] (the OBC target as ``occluded.long()``).
+        occ_type: occluder codes, int64 [B].
+        rows: rows in the split, int64 [B].
+        clean_index: row of each image's clean original, int64 [B].
+        mean, std: the normalisation :meth:`to` applies.
+
+    In a joint (``--train-on both``) batch of P x K pairs, B = 2PK: the PK clean images first,
+    then their occluded copies in the same order (``images[i]`` and ``images[i + B // 2]`` are
+    a pair).
+    """
+
+    images: torch.Tensor
+    pids: torch.Tensor
+    labels: torch.Tensor
+    camids: torch.Tensor
+    occluded: torch.Tensor
+    occ_type: torch.Tensor
+    rows: torch.Tensor
+    clean_index: torch.Tensor
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def _tensor_fields(self) -> list[str]:
+        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True)."""
+        return replace(self, **{name: getattr(self, name).pin_memory() for name in self._tensor_fields()})
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """Move to ``device``; uint8 images are normalised there (float32 [B, 3, H, W])."""
+        moved = {name: getattr(self, name).to(device, non_blocking=non_blocking) for name in self._tensor_fields()}
+        if moved["images"].dtype == torch.uint8:
+            moved["images"] = normalize_batch(moved["images"], self.mean, self.std)
+        return replace(self, **moved)
+
+
+def _long(values: Sequence[int]) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class CollateItems:
+    """Collate for :class:`HDF5Split` items -> :class:`Batch` (uint8 images, stacked)."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, items: list[dict[str, Any]]) -> Batch:
+        return Batch(
+            images=torch.stack([item["image"] for item in items]),
+            pids=_long([item["pid"] for item in items]),
+            labels=_long([item["label"] for item in items]),
+            camids=_long([item["camid"] for item in items]),
+            occluded=torch.as_tensor([item["occluded"] for item in items], dtype=torch.bool),
+            occ_type=_long([item["occ_type"] for item in items]),
+            rows=_long([item["row"] for item in items]),
+            clean_index=_long([item["clean_index"] for item in items]),
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+        )
+
+
+@dataclass(frozen=True)
+class CollatePairs:
+    """Collate for :class:`PairedTrainSet` items -> :class:`Batch` of 2n images: clean, then occluded."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, items: list[dict[str, Any]]) -> Batch:
+        n = len(items)
+        images = [item["images"][0] for item in items] + [item["images"][1] for item in items]
+        pids = [item["pid"] for item in items] * 2
+        labels = [item["label"] for item in items] * 2
+        camids = [item["camid"] for item in items] * 2
+        clean_rows = [item["rows"][0] for item in items]
+        return Batch(
+            images=torch.stack(images),
+            pids=_long(pids),
+            labels=_long(labels),
+            camids=_long(camids),
+            occluded=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]),
+            occ_type=_long([0] * n + [item["occ_type"] for item in items]),
+            rows=_long(clean_rows + [item["rows"][1] for item in items]),
+            clean_index=_long(clean_rows * 2),
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+        )
+
+
+def collate_items(items: list[dict[str, Any]]) -> Batch:
+    """:class:`CollateItems` with ImageNet statistics."""
+    return CollateItems()(items)
+
+
+def collate_pairs(items: list[dict[str, Any]]) -> Batch:
+    """:class:`CollatePairs` with ImageNet statistics."""
+    return CollatePairs()(items)
+
+
+def _worker_init(_worker_id: int) -> None:
+    # One thread per worker: the workers already use the cores; cv2's own pool would oversubscribe.
+    cv2.setNumThreads(1)
+
+
+def build_train_dataset(
+    path: str | os.PathLike,
+    train_on: str,
+    transform_config: TransformConfig = TransformConfig(),
+    seed: int = 0,
+) -> HDF5Split | PairedTrainSet:
+    """The training dataset for ``--train-on clean|occluded|both`` with the training transform."""
+    if train_on not in TRAIN_ON:
+        raise BadInputError(f"--train-on {train_on!r}: use one of {', '.join(TRAIN_ON)}")
+    transform = TrainTransform(transform_config)
+    if train_on == "both":
+        return PairedTrainSet(path, transform=transform, seed=seed)
+    manifest = read_store(path).splits["train"]
+    rows = manifest.rows(train_on)
+    if len(rows) == 0:
+        raise BadInputError(f"{path}: the train split has no {train_on} rows; choose another --train-on")
+    return HDF5Split(path, "train", rows=rows, transform=transform, seed=seed)
+
+
+def build_train_loader(
+    path: str | os.PathLike,
+    train_on: str,
+    batch_p: int,
+    batch_k: int,
+    transform_config: TransformConfig = TransformConfig(),
+    workers: int = 4,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.utils.data.DataLoader:
+    """P x K training loader yielding :class:`Batch` (uint8 images; ``batch.to(device)`` normalises).
+
+    Batches hold P*K images ("clean", "occluded") or 2*P*K images ("both": P*K clean, then
+    their P*K occluded copies). The loader's ``batch_sampler`` is a
+    :class:`~reid.data.sampler.KeyedBatchSampler`: call ``loader.batch_sampler.set_epoch(e)``
+    before iterating epoch ``e``. Results are identical for any ``workers`` value.
+
+    Raises:
+        BadInputError: unknown ``train_on``, no rows for it, P too large (see PKSampler).
+    """
+    dataset = build_train_dataset(path, train_on, transform_config, seed)
+    sampler = PKSampler(dataset.pids, batch_p, batch_k, seed=seed, rank=rank, world_size=world_size, source=str(path))
+    collate = (CollatePairs if train_on == "both" else CollateItems)(transform_config.mean, transform_config.std)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=KeyedBatchSampler(sampler),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        worker_init_fn=_worker_init if workers > 0 else None,
+    )
+
+
+def build_eval_loader(
+    path: str | os.PathLike,
+    split: str,
+    rows: np.ndarray | Sequence[int] | None = None,
+    size: tuple[int, int] = (256, 128),
+    batch_size: int = 128,
+    workers: int = 0,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.utils.data.DataLoader:
+    """Loader over ``rows`` of ``split`` in the given order (default all), resize only.
+
+    Yields :class:`Batch` with uint8 images [b, 3, H, W]; ``batch.to(device)`` normalises.
+    """
+    dataset = HDF5Split(path, split, rows=rows, transform=EvalTransform(size))
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=CollateItems(tuple(mean), tuple(std)),
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_worker_init if workers > 0 else None,
+    )

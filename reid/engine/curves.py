@@ -1,0 +1,117 @@
+"""The training-curves PNG of a run: losses per epoch and validation R1 / mAP.
+
+Reads the records the trainer appends to ``metrics.jsonl`` (one JSON object per epoch, see
+:mod:`reid.engine.trainer`) and draws, with matplotlib's Agg backend (no display needed):
+
+* left: every loss per epoch (total, triplet_global, triplet_local, id, obc);
+* middle: OBC accuracy and the fraction of margin-violating triplets;
+* right: validation R1 and mAP per query set, at the epochs that were validated.
+
+The file is written to a temporary name and renamed, so a reader never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+LOSS_KEYS: tuple[str, ...] = ("total", "triplet_global", "triplet_local", "id", "obc")
+RATE_KEYS: tuple[str, ...] = ("obc_acc", "violation_fraction")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON records of a metrics.jsonl file (blank or damaged lines are skipped)."""
+    records = []
+    path = Path(path)
+    if not path.is_file():
+        return records
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash must not stop the plot
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for record in records:
+        value = record.get(key)
+        if isinstance(value, (int, float)) and "epoch" in record:
+            xs.append(int(record["epoch"]))
+            ys.append(float(value))
+    return xs, ys
+
+
+def _val_series(records: Iterable[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """{"clean R1": (epochs, values), "clean mAP": ..., ...} from the records' "val" entries."""
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for record in records:
+        val = record.get("val")
+        if not isinstance(val, dict) or "epoch" not in record:
+            continue
+        for name, scores in val.get("queries", {}).items():
+            for metric in ("R1", "mAP"):
+                if isinstance(scores, dict) and isinstance(scores.get(metric), (int, float)):
+                    xs, ys = out.setdefault(f"{name} {metric}", ([], []))
+                    xs.append(int(record["epoch"]))
+                    ys.append(100.0 * float(scores[metric]))
+    return out
+
+
+def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: str = "") -> Path:
+    """Draw the curves of ``records`` (metrics.jsonl objects) into ``out_path`` (PNG), atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    out_path = Path(out_path)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax_loss, ax_rate, ax_val = axes
+    for key in LOSS_KEYS:
+        xs, ys = _series(records, key)
+        if xs:
+            ax_loss.plot(xs, ys, marker="o", markersize=3, label=key)
+    ax_loss.set_title("losses")
+    for key in RATE_KEYS:
+        xs, ys = _series(records, key)
+        if xs:
+            ax_rate.plot(xs, ys, marker="o", markersize=3, label=key)
+    ax_rate.set_title("OBC accuracy / violating triplets")
+    ax_rate.set_ylim(-0.02, 1.02)
+    val = _val_series(records)
+    for name, (xs, ys) in val.items():
+        ax_val.plot(xs, ys, marker="o", markersize=3, linestyle="--" if name.endswith("mAP") else "-", label=name)
+    ax_val.set_title("validation (%)" if val else "validation (none yet)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".png", dir=out_path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, out_path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return out_path
+
+
+def plot_run_curves(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
+    """Read ``metrics_path`` (metrics.jsonl) and draw ``out_path`` (curves.png)."""
+    return plot_curves(read_metrics(metrics_path), out_path, title)

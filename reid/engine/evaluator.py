@@ -1,0 +1,412 @@
+"""The evaluator: the one place that training-time validation and ``reid eval`` both call.
+
+Pipeline: gallery features once, the features of every query set, a query-by-gallery
+distance matrix (:func:`reid.distance.combined_distance`), optional k-reciprocal re-ranking
+(:func:`reid.metrics.rerank.re_rank`), then the Market-1501 protocol
+(:func:`reid.metrics.protocol.evaluate`) per query set.
+
+Query sets are named by row selections of the ``query`` split: ``clean``, ``occluded:<type>``,
+plus two shorthands: ``occluded`` (one set per occluder type present in the file) and ``all``
+(``clean`` then every occluded type: the shape of the paper's Table 1). The gallery is
+``clean`` (the clean rows of the ``gallery`` split, the standard setting) or ``all`` (every
+gallery row, which differs only when the file was generated with ``--occlude-gallery``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from occsim.errors import BadInputError
+from occsim.schema import OCCLUDER_NAMES
+from occsim.store import StoreInfo, read_store
+from reid.distance import combined_distance, resolve_device, shortlist_aligned_distance
+from reid.engine.features import DEFAULT_INPUT_SIZE, Features, extract_features, input_size_from_extra
+from reid.metrics.protocol import evaluate
+from reid.metrics.rerank import re_rank
+
+logger = logging.getLogger(__name__)
+
+GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")
+DISTANCE_CHOICES: tuple[str, ...] = ("global", "local", "global+local")
+METRIC_CHOICES: tuple[str, ...] = ("euclidean", "cosine")
+DEFAULT_QUERIES: tuple[str, ...] = ("all",)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``reid eval`` evaluates, and how.
+
+    Attributes:
+        data: the occluded-reid HDF5 file.
+        checkpoint: a checkpoint written by ``reid train`` (or :func:`save_checkpoint`).
+        queries: query sets: "clean", "occluded", "occluded:<type>" or "all" (see module doc).
+        gallery: "clean" or "all".
+        distance: "global" (default; AlignedReID reports global-only retrieval because the
+            local branch adds little once trained jointly), "local" or "global+local".
+        metric: "euclidean" or "cosine", for the global part of the distance.
+        rerank: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3).
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        flip: average each image's features with those of its horizontal mirror.
+        batch_size: images per forward pass.
+        max_rank: length of the CMC curve.
+        shortlist: with distance "global+local", compute the aligned distance only for each
+            query's ``shortlist`` nearest gallery rows by global distance.
+        amp: autocast (float16) during feature extraction; effective on CUDA only.
+        workers: data-loader worker processes.
+    """
+
+    data: Path = Path("data/occluded.h5")
+    checkpoint: Path = Path("runs/last.pt")
+    queries: tuple[str, ...] = DEFAULT_QUERIES
+    gallery: Literal["clean", "all"] = "clean"
+    distance: Literal["global", "local", "global+local"] = "global"
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    rerank: bool = False
+    device: str = "auto"
+    flip: bool = False
+    batch_size: int = 128
+    max_rank: int = 50
+    shortlist: int | None = None
+    amp: bool = True
+    workers: int = 0
+
+
+@dataclass
+class QueryResult:
+    """Scores of one query set against the gallery (rates are fractions in [0, 1]).
+
+    Attributes:
+        name: the query set ("clean", "occluded:mean", ...).
+        r1, r5, r10: CMC at ranks 1, 5, 10 (CMC at the last rank when the curve is shorter).
+        mAP, mINP: mean average precision, mean inverse negative penalty.
+        num_queries: queries evaluated (with at least one valid gallery match).
+        num_skipped: queries without any valid match, left out of every mean.
+        cmc: the CMC curve, shape [max_rank] (or [gallery size] when that is smaller).
+    """
+
+    name: str
+    r1: float
+    r5: float
+    r10: float
+    mAP: float
+    mINP: float
+    num_queries: int
+    num_skipped: int
+    cmc: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cmc"] = [float(v) for v in self.cmc]
+        return data
+
+
+@dataclass
+class EvalReport:
+    """Everything ``reid eval`` prints and writes.
+
+    Attributes:
+        rows: one :class:`QueryResult` per query set, in the order asked for.
+        gallery: description of the gallery ("clean (N images)" or "all (N images)").
+        gallery_size: number of gallery images.
+        data: the HDF5 file; data_fingerprint: its fingerprint.
+        checkpoint: the checkpoint file (None for an in-memory model, e.g. during training).
+        checkpoint_fingerprint: the dataset fingerprint the checkpoint recorded, if any.
+        distance, metric, rerank, flip, max_rank, shortlist, input_size: how it was computed.
+    """
+
+    rows: list[QueryResult]
+    gallery: str
+    gallery_size: int
+    data: str
+    data_fingerprint: str
+    distance: str
+    metric: str
+    rerank: bool
+    flip: bool
+    max_rank: int
+    input_size: tuple[int, int]
+    shortlist: int | None = None
+    checkpoint: str | None = None
+    checkpoint_fingerprint: str | None = None
+
+    def row(self, name: str) -> QueryResult:
+        """The result of query set ``name``; KeyError when it was not evaluated."""
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rows"] = [row.to_dict() for row in self.rows]
+        data["input_size"] = list(self.input_size)
+        return data
+
+    def to_json(self) -> str:
+        """JSON text: the fields of this report, rates as fractions in [0, 1]."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# ------------------------------------------------------------------------- selections
+
+
+def expand_queries(queries: Sequence[str], store: StoreInfo) -> list[str]:
+    """Expand query-set names against what the file holds, keeping order, without repeats.
+
+    "clean" -> ["clean"]; "occluded" -> ["occluded:<t>" for each type t present in the
+    query split]; "occluded:<t>" -> itself when present; "all" -> "clean" then each type.
+
+    Raises:
+        BadInputError: an unknown name, a type absent from the file, or an empty selection.
+    """
+    manifest = store.splits["query"]
+    present = manifest.occ_types_present()
+    present_text = ", ".join(present) if present else "none"
+    out: list[str] = []
+    for raw in queries:
+        name = raw.strip().lower()
+        if name == "clean":
+            expanded = ["clean"]
+        elif name == "occluded":
+            if not present:
+                raise BadInputError(
+                    f"{store.path}: --query occluded, but the file has no occluded queries; "
+                    "use --query clean or generate occluded copies with `occsim generate`"
+                )
+            expanded = [f"occluded:{t}" for t in present]
+        elif name == "all":
+            expanded = ["clean"] + [f"occluded:{t}" for t in present]
+        elif name.startswith("occluded:"):
+            kind = name.split(":", 1)[1]
+            if kind not in OCCLUDER_NAMES:
+                raise BadInputError(
+                    f"--query {raw}: unknown occluder type {kind!r}; known types: {', '.join(OCCLUDER_NAMES)} "
+                    f"(present in {store.path}: {present_text})"
+                )
+            if kind not in present:
+                raise BadInputError(
+                    f"{store.path}: has no '{kind}' occluded queries (occluder types present: {present_text}); "
+                    "pick one of those or regenerate the file with that occluder"
+                )
+            expanded = [name]
+        else:
+            raise BadInputError(
+                f"--query {raw!r}: unknown query set; use clean, occluded, occluded:TYPE or all"
+            )
+        out.extend(e for e in expanded if e not in out)
+    if not out:
+        raise BadInputError("--query: no query set given; use clean, occluded, occluded:TYPE or all")
+    for name in out:
+        if len(manifest.rows(name)) == 0:
+            raise BadInputError(f"{store.path}: the query split has no {name} rows; pick another --query")
+    return out
+
+
+def gallery_rows(store: StoreInfo, gallery: str) -> np.ndarray:
+    """Rows of the gallery split for ``gallery`` ("clean" or "all"), shape [n] int64."""
+    if gallery not in GALLERY_CHOICES:
+        raise BadInputError(f"--gallery {gallery!r}: use clean or all")
+    rows = store.splits["gallery"].rows(gallery)
+    if len(rows) == 0:
+        raise BadInputError(f"{store.path}: the gallery split has no {gallery} rows; regenerate the file")
+    return rows
+
+
+# -------------------------------------------------------------------------- distances
+
+
+def _distance(
+    q: Features, g: Features, distance: str, metric: str, device: torch.device, shortlist: int | None
+) -> np.ndarray:
+    """Distance matrix between two feature sets, shape [len(q), len(g)] float32."""
+    if shortlist is not None:
+        return shortlist_aligned_distance(
+            q.global_feat, g.global_feat, q.local_feat, g.local_feat, k=shortlist, metric=metric, device=device
+        )  # type: ignore[arg-type]
+    return combined_distance(
+        q.global_feat, g.global_feat, q.local_feat, g.local_feat, mode=distance, metric=metric, device=device  # type: ignore[arg-type]
+    )
+
+
+def _check_options(distance: str, metric: str, shortlist: int | None, max_rank: int) -> None:
+    if distance not in DISTANCE_CHOICES:
+        raise BadInputError(f"--distance {distance!r}: use global, local or global+local")
+    if metric not in METRIC_CHOICES:
+        raise BadInputError(f"--metric {metric!r}: use euclidean or cosine")
+    if shortlist is not None:
+        if distance != "global+local":
+            raise BadInputError("--shortlist: only applies to --distance global+local; drop it or change --distance")
+        if shortlist < 1:
+            raise BadInputError(f"--shortlist {shortlist}: must be at least 1")
+    if max_rank < 1:
+        raise BadInputError(f"--max-rank {max_rank}: must be at least 1")
+
+
+def _at(cmc: np.ndarray, rank: int) -> float:
+    """CMC at ``rank`` (1-based); beyond the curve's end the last value holds."""
+    return float(cmc[min(rank, len(cmc)) - 1])
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def evaluate_model(
+    model: nn.Module,
+    data_path: str | Path,
+    queries: Sequence[str] = DEFAULT_QUERIES,
+    gallery: str = "clean",
+    distance: str = "global",
+    metric: str = "euclidean",
+    rerank: bool = False,
+    device: str | torch.device = "auto",
+    flip: bool = False,
+    batch_size: int = 128,
+    max_rank: int = 50,
+    shortlist: int | None = None,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    amp: bool = True,
+    workers: int = 0,
+    store: StoreInfo | None = None,
+) -> EvalReport:
+    """Evaluate ``model`` on the query/gallery splits of ``data_path``.
+
+    The model is moved to ``device``; its train/eval mode is restored afterwards, so the
+    trainer can call this between epochs.
+
+    Args:
+        model: returns :class:`reid.models.aligned.ModelOutput` (global_feat [N, D], local_feat [N, H, C]).
+        data_path: the occluded-reid HDF5 file.
+        queries, gallery, distance, metric, rerank, flip, batch_size, max_rank, shortlist,
+            amp, workers: see :class:`EvalConfig`.
+        device: "auto", "cpu", "cuda" or a torch.device.
+        input_size: (H, W) the images are resized to (the training size).
+        store: the already-read file (saves re-reading the manifests); read when None.
+
+    Returns:
+        an :class:`EvalReport` with one row per expanded query set.
+
+    Raises:
+        BadInputError: bad options, query types absent from the file, or a gallery that shares
+            no identity (seen from another camera) with a query set.
+    """
+    _check_options(distance, metric, shortlist, max_rank)
+    data_path = Path(data_path)
+    store = store if store is not None else read_store(data_path)
+    names = expand_queries(queries, store)
+    dev = resolve_device(device)
+    g_rows = gallery_rows(store, gallery)
+    q_manifest = store.splits["query"]
+    extract = dict(input_size=input_size, batch_size=batch_size, device=dev, flip=flip, amp=amp, workers=workers)
+
+    g_feats = extract_features(model, data_path, "gallery", g_rows, desc=f"gallery ({gallery})", **extract)
+    # Query sets are disjoint row selections of one split: extract their union once.
+    set_rows = {name: q_manifest.rows(name) for name in names}
+    all_q_rows = np.unique(np.concatenate(list(set_rows.values())))
+    q_all = extract_features(model, data_path, "query", all_q_rows, desc="queries", **extract)
+    g_g = _distance(g_feats, g_feats, distance, metric, dev, shortlist) if rerank else None
+
+    results: list[QueryResult] = []
+    for name in names:
+        q_feats = q_all.subset(np.searchsorted(all_q_rows, set_rows[name]))
+        shared = np.intersect1d(q_feats.pids, g_feats.pids[g_feats.pids >= 0])
+        if len(shared) == 0:
+            raise BadInputError(
+                f"{data_path}: the {gallery} gallery shares no identity with the {name} queries; "
+                "the splits do not belong together, regenerate the file with `occsim generate`"
+            )
+        distmat = _distance(q_feats, g_feats, distance, metric, dev, shortlist)
+        if rerank:
+            q_q = _distance(q_feats, q_feats, distance, metric, dev, shortlist)
+            distmat = re_rank(distmat, q_q, g_g)
+        results.append(_score(name, distmat, q_feats, g_feats, max_rank, data_path, gallery))
+        logger.info("%s: R1 %.2f%%, mAP %.2f%%", name, 100 * results[-1].r1, 100 * results[-1].mAP)
+
+    return EvalReport(
+        rows=results,
+        gallery=f"{gallery} ({len(g_rows)} images)",
+        gallery_size=int(len(g_rows)),
+        data=str(data_path),
+        data_fingerprint=store.fingerprint,
+        distance=distance,
+        metric=metric,
+        rerank=rerank,
+        flip=flip,
+        max_rank=max_rank,
+        input_size=(int(input_size[0]), int(input_size[1])),
+        shortlist=shortlist,
+    )
+
+
+def _score(
+    name: str, distmat: np.ndarray, q: Features, g: Features, max_rank: int, data_path: Path, gallery: str
+) -> QueryResult:
+    try:
+        result = evaluate(distmat, q.pids, g.pids, q.camids, g.camids, max_rank=max_rank)
+    except (ValueError, RuntimeError) as exc:  # the protocol refuses when no query has a match
+        raise BadInputError(
+            f"{data_path}: no {name} query has a match in the {gallery} gallery from another camera "
+            f"({exc}); the splits do not belong together, regenerate the file with `occsim generate`"
+        ) from exc
+    cmc = np.asarray(result.cmc, dtype=np.float64)
+    return QueryResult(
+        name=name,
+        r1=_at(cmc, 1),
+        r5=_at(cmc, 5),
+        r10=_at(cmc, 10),
+        mAP=float(result.mAP),
+        mINP=float(result.mINP),
+        num_queries=int(result.num_valid_queries),
+        num_skipped=int(result.num_skipped_queries),
+        cmc=cmc,
+    )
+
+
+def run_eval(config: EvalConfig) -> EvalReport:
+    """Load ``config.checkpoint`` and evaluate it on ``config.data`` (what ``reid eval`` runs).
+
+    Warns (one line) when the checkpoint was trained on a file with another fingerprint: the
+    splits may differ, so query identities may have been seen in training.
+    """
+    from reid.models.checkpoint import load_model
+
+    store = read_store(config.data)
+    # Validate the query selection before the (slow) model load, so typos fail fast.
+    expand_queries(config.queries, store)
+    _check_options(config.distance, config.metric, config.shortlist, config.max_rank)
+    dev = resolve_device(config.device)
+    model, checkpoint = load_model(config.checkpoint, device=dev)
+    if checkpoint.dataset_fingerprint != store.fingerprint:
+        logger.warning(
+            "%s was trained on data with fingerprint %s, but %s has %s: the splits may differ",
+            config.checkpoint, checkpoint.dataset_fingerprint[:12] or "(none)", config.data, store.fingerprint[:12],
+        )
+    input_size = input_size_from_extra(checkpoint.extra)
+    report = evaluate_model(
+        model,
+        config.data,
+        queries=config.queries,
+        gallery=config.gallery,
+        distance=config.distance,
+        metric=config.metric,
+        rerank=config.rerank,
+        device=dev,
+        flip=config.flip,
+        batch_size=config.batch_size,
+        max_rank=config.max_rank,
+        shortlist=config.shortlist,
+        input_size=input_size,
+        amp=config.amp,
+        workers=config.workers,
+        store=store,
+    )
+    report.checkpoint = str(config.checkpoint)
+    report.checkpoint_fingerprint = checkpoint.dataset_fingerprint
+    return report

@@ -1,0 +1,180 @@
+"""Feature extraction from the HDF5 splits: global and local features of chosen rows."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from reid.data.hdf5_dataset import build_eval_loader
+
+logger = logging.getLogger(__name__)
+
+#: (H, W) when a checkpoint does not record its training input size: the usual re-ID size.
+DEFAULT_INPUT_SIZE: tuple[int, int] = (256, 128)
+
+
+@dataclass
+class Features:
+    """Features of ``len(rows)`` images of one split, in the order of ``rows``.
+
+    Attributes:
+        global_feat: shape [N, D] float32.
+        local_feat: shape [N, H, C] float32 (H stripes, top to bottom).
+        pids: shape [N] int32, identities.
+        camids: shape [N] int16, cameras.
+        rows: shape [N] int64, the rows of the split these features belong to.
+    """
+
+    global_feat: np.ndarray
+    local_feat: np.ndarray
+    pids: np.ndarray
+    camids: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, index: np.ndarray) -> "Features":
+        """The features at positions ``index`` (positions in this object, not split rows)."""
+        return Features(
+            global_feat=self.global_feat[index],
+            local_feat=self.local_feat[index],
+            pids=self.pids[index],
+            camids=self.camids[index],
+            rows=self.rows[index],
+        )
+
+
+def input_size_from_extra(extra: Mapping[str, Any] | None) -> tuple[int, int]:
+    """The training input size (H, W) a checkpoint's ``extra`` records, else 256x128.
+
+    Accepts ``extra["input_size"]`` as [H, W] or "HxW", or the same inside
+    ``extra["config"]`` (the training configuration).
+    """
+    candidates = []
+    if extra:
+        candidates.append(extra.get("input_size"))
+        config = extra.get("config")
+        if isinstance(config, Mapping):
+            candidates += [config.get("input_size"), config.get("size")]
+    for value in candidates:
+        size = _parse_size(value)
+        if size is not None:
+            return size
+    logger.info("the checkpoint records no input size; using %dx%d", *DEFAULT_INPUT_SIZE)
+    return DEFAULT_INPUT_SIZE
+
+
+def _parse_size(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, str) and "x" in value.lower():
+        value = value.lower().split("x")
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        try:
+            h, w = int(value[0]), int(value[1])
+        except (TypeError, ValueError):
+            return None
+        if h > 0 and w > 0:
+            return (h, w)
+    return None
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    # float16 autocast only on CUDA: on the CPU bfloat16 autocast is slower for convs and
+    # would change the numbers for no gain.
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def extract_features(
+    model: nn.Module,
+    h5_path: str | Path,
+    split: str,
+    rows: Sequence[int] | np.ndarray,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    flip: bool = False,
+    amp: bool = False,
+    workers: int = 0,
+    desc: str | None = None,
+) -> Features:
+    """Global and local features of ``rows`` of ``split``, in the order of ``rows``.
+
+    The model runs in eval mode under ``torch.inference_mode``; its previous train/eval mode
+    is restored afterwards. With ``flip`` each image's features are averaged with those of
+    its horizontal mirror; the local stripes are averaged stripe by stripe, since a
+    horizontal flip keeps the top-to-bottom stripe order.
+
+    Args:
+        model: returns a :class:`reid.models.aligned.ModelOutput`; must already be on ``device``
+            (or is moved there).
+        h5_path: the occluded-reid HDF5 file.
+        split: "train", "query" or "gallery".
+        rows: row indices into the split, shape [N].
+        input_size: (H, W) the images are resized to.
+        batch_size: images per forward pass.
+        device: where the model runs.
+        flip: average with the mirrored image's features.
+        amp: float16 autocast, on CUDA only (ignored on the CPU).
+        workers: data-loader worker processes.
+        desc: progress-bar label (default: the split name).
+
+    Returns:
+        :class:`Features` (float32 on the CPU).
+    """
+    device = torch.device(device)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    loader = build_eval_loader(h5_path, split, rows, size=tuple(input_size), batch_size=batch_size, workers=workers)
+    was_training = model.training
+    model.to(device)
+    model.eval()
+    globals_: list[torch.Tensor] = []
+    locals_: list[torch.Tensor] = []
+    pids: list[np.ndarray] = []
+    camids: list[np.ndarray] = []
+    try:
+        with torch.inference_mode(), tqdm(total=len(rows), desc=desc or split, unit="img", disable=None, leave=False) as bar:
+            for batch in loader:
+                # Batch.to normalises the uint8 images on the device (one affine map per batch).
+                batch = batch.to(device, non_blocking=True)
+                images = batch.images
+                g, l = _forward(model, images, device, amp)
+                if flip:
+                    gf, lf = _forward(model, images.flip(dims=[3]), device, amp)
+                    g, l = (g + gf) / 2, (l + lf) / 2
+                globals_.append(g.cpu())
+                locals_.append(l.cpu())
+                pids.append(batch.pids.cpu().numpy())
+                camids.append(batch.camids.cpu().numpy())
+                bar.update(len(images))
+    finally:
+        model.train(was_training)
+    if globals_:
+        global_feat = torch.cat(globals_).numpy()
+        local_feat = torch.cat(locals_).numpy()
+    else:
+        global_feat = np.zeros((0, 0), dtype=np.float32)
+        local_feat = np.zeros((0, 0, 0), dtype=np.float32)
+    return Features(
+        global_feat=global_feat,
+        local_feat=local_feat,
+        pids=np.concatenate(pids).astype(np.int32) if pids else np.zeros(0, np.int32),
+        camids=np.concatenate(camids).astype(np.int16) if camids else np.zeros(0, np.int16),
+        rows=rows,
+    )
+
+
+def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(global [B, D], local [B, H, C]) as float32."""
+    with _autocast(device, amp):
+        out = model(images)
+    return out.global_feat.float(), out.local_feat.float()

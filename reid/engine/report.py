@@ -1,0 +1,114 @@
+"""Presenting an :class:`reid.engine.evaluator.EvalReport`: a text table, JSON, a CMC plot."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from occsim.errors import BadInputError
+
+if TYPE_CHECKING:  # evaluator imports torch; presenting a report does not need it
+    from reid.engine.evaluator import EvalReport
+
+COLUMNS: tuple[str, ...] = ("query set", "R1", "R5", "R10", "mAP", "mINP", "queries")
+
+
+def _pct(value: float) -> str:
+    return f"{100.0 * value:.2f}"
+
+
+def format_table(report: "EvalReport") -> str:
+    """One line per query set, columns aligned: query set, R1, R5, R10, mAP, mINP, queries.
+
+    Rates are percentages with two decimals; ``queries`` is the number of queries evaluated
+    (those with at least one valid match). A footnote lists query sets with skipped queries.
+    """
+    body = [
+        (row.name, _pct(row.r1), _pct(row.r5), _pct(row.r10), _pct(row.mAP), _pct(row.mINP), str(row.num_queries))
+        for row in report.rows
+    ]
+    widths = [max(len(COLUMNS[i]), *(len(line[i]) for line in body)) if body else len(COLUMNS[i]) for i in range(len(COLUMNS))]
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        # The name column is left-aligned, numbers right-aligned so that decimals line up.
+        parts = [cells[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(cells[1:], widths[1:])]
+        return "  ".join(parts).rstrip()
+
+    lines = [fmt(COLUMNS), "  ".join("-" * w for w in widths)]
+    lines += [fmt(cells) for cells in body]
+    skipped = [f"{row.name}: {row.num_skipped}" for row in report.rows if row.num_skipped]
+    if skipped:
+        lines.append("queries without a match in the gallery (skipped): " + ", ".join(skipped))
+    return "\n".join(lines)
+
+
+def format_header(report: "EvalReport") -> str:
+    """One line saying what was evaluated against what."""
+    distance = report.distance if report.distance == "local" else f"{report.distance} ({report.metric})"
+    extras = [name for name, on in (("re-ranked", report.rerank), ("flip-averaged", report.flip)) if on]
+    extra = f", {', '.join(extras)}" if extras else ""
+    return f"gallery: {report.gallery}; distance: {distance}{extra}"
+
+
+def _atomic_write(path: Path, data: bytes, what: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); choose another --out") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(report: "EvalReport", path: str | os.PathLike) -> Path:
+    """Write ``report.to_json()`` to ``path`` (atomically). Returns the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a folder; give a file name such as {path / 'eval.json'} to --out")
+    _atomic_write(path, (report.to_json() + "\n").encode(), "results")
+    return path
+
+
+def plot_cmc(report: "EvalReport", png_path: str | os.PathLike) -> Path:
+    """CMC curves, one per query set, ranks 1..max_rank, saved as a PNG (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import io
+
+    import matplotlib.pyplot as plt
+
+    png_path = Path(png_path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    try:
+        for row in report.rows:
+            ranks = list(range(1, len(row.cmc) + 1))
+            ax.plot(ranks, [100.0 * v for v in row.cmc], label=f"{row.name} (R1 {_pct(row.r1)}%)", linewidth=1.5)
+        ax.set_xlabel("rank")
+        ax.set_ylabel("matching rate (%)")
+        ax.set_ylim(0, 100)
+        ax.set_xlim(1, max([len(r.cmc) for r in report.rows] + [2]))
+        ax.set_title(f"CMC, {format_header(report)}", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        if report.rows:
+            ax.legend(loc="lower right", fontsize=8)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    _atomic_write(png_path, buffer.getvalue(), "CMC plot")
+    return png_path
+
+
+def write_outputs(report: "EvalReport", json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the JSON at ``json_path`` and the CMC plot next to it (``<stem>_cmc.png``)."""
+    json_path = Path(json_path)
+    png_path = json_path.with_name(f"{json_path.stem}_cmc.png")
+    return write_json(report, json_path), plot_cmc(report, png_path)

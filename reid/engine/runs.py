@@ -1,0 +1,69 @@
+"""The run-folder layout that ``reid train`` writes and ``reid eval`` reads.
+
+One run = one folder ``runs/<name>/``::
+
+    runs/<name>/config.json     the training configuration (JSON)
+    runs/<name>/metrics.jsonl   one JSON object per logged step / validation
+    runs/<name>/last.pt         the latest checkpoint (written atomically)
+    runs/<name>/best.pt         the checkpoint with the best validation score
+    runs/<name>/curves.png      training curves
+    runs/<name>/eval.json       what ``reid eval`` writes by default (plus eval_cmc.png)
+
+Both the trainer and the evaluator import these names, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from occsim.errors import BadInputError
+
+DEFAULT_RUNS_DIR = Path("runs")
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+CURVES_FILE = "curves.png"
+EVAL_JSON = "eval.json"
+EVAL_CMC_PNG = "eval_cmc.png"
+
+# Preference order inside one run: the best validated weights, else the latest ones.
+CHECKPOINT_PREFERENCE: tuple[str, ...] = (BEST_CHECKPOINT, LAST_CHECKPOINT)
+
+
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint to evaluate in ``run_dir``: best.pt, else last.pt, else None."""
+    for name in CHECKPOINT_PREFERENCE:
+        candidate = run_dir / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _run_mtime(run_dir: Path) -> float:
+    """When the run last changed: the newest of its checkpoints (the folder's own mtime is
+    not reliable, an atomic rename into it updates it but so does writing an eval.json)."""
+    return max((run_dir / name).stat().st_mtime for name in CHECKPOINT_PREFERENCE if (run_dir / name).is_file())
+
+
+def find_latest_checkpoint(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """The checkpoint of the newest run under ``runs_dir`` (by checkpoint modification time).
+
+    Within that run best.pt is preferred over last.pt.
+
+    Raises:
+        BadInputError: no run folder under ``runs_dir`` holds a checkpoint.
+    """
+    runs_dir = Path(runs_dir)
+    runs = []
+    if runs_dir.is_dir():
+        runs = [d for d in runs_dir.iterdir() if d.is_dir() and run_checkpoint(d) is not None]
+    if not runs:
+        raise BadInputError(
+            f"no checkpoint under {runs_dir}/: train one with `reid train` or pass --checkpoint"
+        )
+    # Ties on mtime (coarse file systems) fall back to the name, so the choice is deterministic.
+    newest = max(runs, key=lambda d: (_run_mtime(d), d.name))
+    checkpoint = run_checkpoint(newest)
+    assert checkpoint is not None
+    return checkpoint

@@ -1,0 +1,683 @@
+"""``reid train``: AlignedReID + OBC multi-task training on the frozen splits of an HDF5 file.
+
+One call of :func:`train` = one run folder (layout in :mod:`reid.engine.runs`)::
+
+    runs/<name>/config.json    written at the start: {"train": TrainConfig, "model": ModelConfig,
+                               "dataset_fingerprint", "world_size", "package_version", "started"}
+    runs/<name>/metrics.jsonl  one JSON object per epoch (see "Metrics" below)
+    runs/<name>/last.pt        every epoch (and on Ctrl-C), atomically, with optimizer state
+    runs/<name>/best.pt        the best validated weights (only when validation ran)
+    runs/<name>/curves.png     redrawn every epoch
+
+Decisions (documented for review):
+
+* **Epoch**: one pass of the P x K sampler (:mod:`reid.data.sampler`), optionally cut to
+  ``max_steps_per_epoch`` steps. The learning rate is a pure function of the epoch index
+  (:func:`learning_rate`): linear warm-up from ``warmup_factor * lr`` over ``warmup_epochs``,
+  then step decay (x ``gamma`` at each milestone) or cosine to 0.
+* **Determinism / resume**: augmentation draws are keyed by (seed, epoch, slot) in the data
+  pipeline, the sampler's permutation by (seed, epoch), and at the start of every epoch the
+  torch / numpy / python generators are reseeded from (seed, epoch, rank). So an epoch's
+  randomness never depends on what ran before it, and ``--resume`` (from an epoch end, or
+  from a Ctrl-C in mid-epoch, where the already-trained batches of that epoch are skipped)
+  reproduces an uninterrupted run exactly on the CPU. The checkpoint also stores the RNG
+  states (torch, CUDA, numpy, python as tensors / plain values), restored on resume.
+* **AMP** (CUDA only; ``amp=None`` means on with CUDA): bfloat16 autocast without a
+  GradScaler when the GPU supports bf16 (Ampere and newer: same exponent range as float32,
+  so no loss scaling), else float16 autocast with ``torch.amp.GradScaler``. The losses run
+  in float32 whatever the autocast (see :mod:`reid.losses.multitask`). On CUDA the network
+  also runs channels-last and cuDNN autotunes (not bit-reproducible; CPU runs are).
+* **Best checkpoint**: the validation score is the mean of the clean-query mAP and the mean
+  mAP over the occluded query sets (one per occluder type), i.e. clean and occluded weigh
+  equally, which is the project's goal (robust to occlusion without losing clean accuracy).
+  Validation runs every ``eval_every`` epochs and after the last epoch (``eval_every=0``:
+  never; then there is no best.pt and evaluators fall back to last.pt).
+* **alpha = 1** (plain AlignedReID): the OBC head is frozen (``requires_grad=False``), so no
+  optimiser touches it (not even weight decay) and DDP does not see it as unused.
+* **Divergence**: the loss values (averaged over DDP ranks, so every rank agrees) are checked
+  before the backward pass; a NaN or infinity raises :class:`TrainingDiverged` naming the step
+  and the values, and the weights are not updated with it.
+* **Ctrl-C**: the optimiser step is shielded (a SIGINT during backward/step is deferred until
+  the step is complete), then last.pt is written with the position inside the epoch and
+  :func:`train` returns a result with ``interrupted=True`` and a message saying how to resume.
+
+Metrics (one JSON line per epoch)::
+
+    {"epoch": 3, "step": 600, "lr": 3.5e-4, "images_per_s": 412.0, "seconds": 31.0,
+     "total": .., "triplet_global": .., "triplet_local": .., "id": .., "obc": ..,
+     "obc_acc": .., "id_acc": .., "violation_fraction": ..,
+     "val": {"queries": {"clean": {"R1": .., "mAP": ..}, "occluded:mean": {...}}, "score": ..}}
+
+``val`` appears only on validated epochs; rates are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from occsim.errors import BadInputError
+from occsim.store import StoreInfo, read_store
+from reid.data.hdf5_dataset import TRAIN_ON, build_train_loader
+from reid.data.transforms import TransformConfig
+from reid.engine import distributed as D
+from reid.engine.curves import plot_run_curves, read_metrics
+from reid.engine.runs import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    CURVES_FILE,
+    EVAL_CMC_PNG,
+    EVAL_JSON,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+)
+from reid.losses import LossBreakdown, LossConfig, compute_losses
+from reid.models.aligned import ARCH_DIMS, ModelConfig, build_model
+from reid.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unwrap_model
+
+logger = logging.getLogger(__name__)
+
+#: Loss-breakdown fields logged per step and per epoch, in this order.
+LOGGED_LOSSES: tuple[str, ...] = (
+    "total", "triplet_global", "triplet_local", "id", "obc", "obc_acc", "id_acc", "violation_fraction",
+)
+#: Config keys that may change when resuming a run (they do not change what is learned).
+RESUME_MUTABLE: frozenset[str] = frozenset(
+    {"epochs", "eval_every", "eval_queries", "workers", "device", "resume", "force", "out", "data"}
+)
+#: Files of a run folder that ``force`` removes before starting over.
+RUN_FILES: tuple[str, ...] = (
+    CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT, CURVES_FILE, EVAL_JSON, EVAL_CMC_PNG,
+)
+SCHEDULES: tuple[str, ...] = ("step", "cosine")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+class TrainingDiverged(BadInputError):
+    """A NaN or infinite loss: the run stops (the CLI prints one line and exits with 2)."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on (written to config.json and every checkpoint).
+
+    Attributes:
+        data: the occluded-reid HDF5 file.
+        out: the run folder.
+        arch: torchvision ResNet (resnet18/34/50/101).
+        pretrained: "imagenet", a path to a torchvision state dict, or None (random init).
+        epochs: epochs to train (see the module doc for what an epoch is).
+        batch_p, batch_k: identities per batch and images per identity, per process; with
+            ``train_on="both"`` a batch holds 2 * P * K images (each clean image and its copy).
+        optimizer: "adam" (default, lr 3.5e-4 as in BoT) or "sgd" (momentum, Nesterov).
+        lr: base learning rate; momentum: SGD momentum; weight_decay: L2 on every parameter.
+        warmup_epochs, warmup_factor: linear warm-up from ``warmup_factor * lr`` to ``lr``.
+        schedule: "step" (x ``gamma`` at each of ``milestones``, in epochs) or "cosine".
+        alpha: L = alpha * L_T + (1 - alpha) * L_OBC; 1 = plain AlignedReID.
+        margin: TriHard margin; label_smoothing: identity cross-entropy smoothing.
+        train_on: "clean", "occluded" or "both" (clean and occluded copies in every batch).
+        input_size: network input (H, W).
+        last_stride: 1 (BoT) or 2 (original AlignedReID).
+        random_erasing: Random Erasing augmentation.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        amp: mixed precision; None = on with CUDA (see the module doc for the dtype).
+        workers: data-loader processes.
+        seed: seeds the model initialisation, the sampler and the augmentation.
+        eval_every: validate every N epochs and after the last (0 = never).
+        eval_queries: query sets for validation (see :func:`reid.engine.evaluator.expand_queries`).
+        resume: continue the run in ``out`` from its last.pt.
+        force: delete the run in ``out`` and start over.
+        max_steps_per_epoch: cut every epoch to this many steps (tiny runs, demos).
+    """
+
+    data: str = "data/occluded.h5"
+    out: str = "runs/default"
+    arch: str = "resnet50"
+    pretrained: str | None = "imagenet"
+    epochs: int = 120
+    batch_p: int = 16
+    batch_k: int = 4
+    optimizer: str = "adam"
+    lr: float = 3.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    schedule: str = "step"
+    milestones: tuple[int, ...] = (40, 70)
+    gamma: float = 0.1
+    alpha: float = 0.8
+    margin: float = 0.3
+    label_smoothing: float = 0.1
+    train_on: str = "both"
+    input_size: tuple[int, int] = (256, 128)
+    last_stride: int = 1
+    random_erasing: bool = False
+    device: str = "auto"
+    amp: bool | None = None
+    workers: int = 4
+    seed: int = 0
+    eval_every: int = 10
+    eval_queries: tuple[str, ...] = ("clean", "occluded")
+    resume: bool = False
+    force: bool = False
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise JSON-ish values (lists, Paths) so that equal configs compare equal.
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "out", str(self.out))
+        if self.pretrained is not None:
+            object.__setattr__(self, "pretrained", str(self.pretrained))
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "eval_queries", tuple(str(q) for q in self.eval_queries))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise BadInputError for option values no run could use."""
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise BadInputError(message)
+
+        need(self.arch in ARCH_DIMS, f"--arch {self.arch!r}: use one of {', '.join(ARCH_DIMS)}")
+        need(self.epochs >= 1, f"--epochs {self.epochs}: must be at least 1")
+        need(self.batch_p >= 2, f"--batch-p {self.batch_p}: TriHard needs at least 2 identities per batch")
+        need(self.batch_k >= 1, f"--batch-k {self.batch_k}: must be at least 1")
+        need(self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: use adam or sgd")
+        need(self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr}: must be a positive number")
+        need(self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0")
+        need(self.warmup_epochs >= 0, f"--warmup-epochs {self.warmup_epochs}: must be >= 0")
+        need(0 < self.warmup_factor <= 1, f"warmup_factor {self.warmup_factor}: must be in (0, 1]")
+        need(self.schedule in SCHEDULES, f"--schedule {self.schedule!r}: use step or cosine")
+        need(all(m > 0 for m in self.milestones), f"--milestones {list(self.milestones)}: epochs must be positive")
+        need(0 < self.gamma <= 1, f"gamma {self.gamma}: must be in (0, 1]")
+        need(0.0 <= self.alpha <= 1.0, f"--alpha {self.alpha}: must be between 0 and 1 (1 = plain AlignedReID)")
+        need(self.margin > 0, f"--margin {self.margin}: must be > 0")
+        need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
+        need(self.train_on in TRAIN_ON, f"--train-on {self.train_on!r}: use clean, occluded or both")
+        need(len(self.input_size) == 2 and min(self.input_size) >= 16,
+             f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
+        need(self.last_stride in (1, 2), f"--last-stride {self.last_stride}: must be 1 or 2")
+        need(self.device in DEVICES, f"--device {self.device!r}: use auto, cpu or cuda")
+        need(self.workers >= 0, f"--workers {self.workers}: must be >= 0")
+        need(self.eval_every >= 0, f"--eval-every {self.eval_every}: must be >= 0 (0 = never)")
+        need(bool(self.eval_queries), "eval_queries: give at least one query set")
+        need(not (self.resume and self.force), "--resume and --force: pass one of them, not both")
+        need(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+             f"--max-steps-per-epoch {self.max_steps_per_epoch}: must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON- and ``weights_only``-safe dict (tuples become lists)."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`. Unknown keys raise BadInputError (another version)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError(f"training config: unknown keys {unknown}; it was written by another version")
+        return cls(**data)
+
+    @property
+    def loss_config(self) -> LossConfig:
+        return LossConfig(alpha=self.alpha, margin=self.margin, label_smoothing=self.label_smoothing)
+
+    @property
+    def transform_config(self) -> TransformConfig:
+        return TransformConfig(size=self.input_size, random_erasing=self.random_erasing)
+
+
+def config_differences(given: TrainConfig, recorded: dict[str, Any]) -> list[str]:
+    """Keys (outside :data:`RESUME_MUTABLE`) whose value in ``given`` differs from ``recorded``.
+
+    ``recorded`` is a :meth:`TrainConfig.to_dict` from a checkpoint; a key it lacks counts as
+    different. Returns "key: recorded -> given" strings, sorted by key.
+    """
+    mine = given.to_dict()
+    out = []
+    for key in sorted(mine):
+        if key in RESUME_MUTABLE:
+            continue
+        theirs = recorded.get(key, "<missing>")
+        if isinstance(theirs, tuple):
+            theirs = list(theirs)
+        if theirs != mine[key]:
+            out.append(f"{key}: {theirs!r} -> {mine[key]!r}")
+    return out
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch``: warm-up, then step or cosine decay.
+
+    Warm-up: ``lr * (f + (1 - f) * epoch / warmup_epochs)`` for epoch < warmup_epochs.
+    Step: ``lr * gamma ** (number of milestones <= epoch)`` (milestones count 0-based epochs,
+    like ``torch.optim.lr_scheduler.MultiStepLR``). Cosine:
+    ``lr * 0.5 * (1 + cos(pi * (epoch - w) / (epochs - w)))`` after the warm-up.
+    """
+    base = config.lr
+    if epoch < config.warmup_epochs:
+        f = config.warmup_factor
+        return base * (f + (1.0 - f) * epoch / config.warmup_epochs)
+    if config.schedule == "step":
+        return base * config.gamma ** sum(1 for m in config.milestones if epoch >= m)
+    span = max(1, config.epochs - config.warmup_epochs)
+    return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - config.warmup_epochs) / span))
+
+
+# ------------------------------------------------------------------- device and AMP
+
+
+@dataclass(frozen=True)
+class AmpSettings:
+    """Autocast for the forward pass. ``dtype`` None = full float32."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    @property
+    def needs_scaler(self) -> bool:
+        """float16 gradients underflow without loss scaling; bfloat16 ones do not."""
+        return self.dtype == torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    @property
+    def name(self) -> str:
+        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is a BadInputError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda: no CUDA device is visible; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def resolve_amp(amp: bool | None, device: torch.device) -> AmpSettings:
+    """Mixed precision on CUDA (bf16 when supported, else fp16 + GradScaler); off on the CPU."""
+    if device.type != "cuda":
+        if amp:
+            logger.warning("--amp applies to CUDA only; training in float32 on %s", device.type)
+        return AmpSettings(device.type)
+    if amp is False:
+        return AmpSettings("cuda")
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return AmpSettings("cuda", dtype)
+
+
+# --------------------------------------------------------------------- one step
+
+
+def forward_losses(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    occluded: torch.Tensor,
+    loss_config: LossConfig,
+    amp: AmpSettings | None = None,
+) -> LossBreakdown:
+    """Forward one batch and compute the multi-task loss.
+
+    Args:
+        model: AlignedReID (possibly DDP-wrapped) in train mode.
+        images: float32 normalised, shape [B, 3, H, W].
+        labels: contiguous class indices, shape [B].
+        occluded: shape [B] bool (True = occluded).
+    """
+    with (amp.autocast() if amp is not None else contextlib.nullcontext()):
+        output = model(images)
+    return compute_losses(output, labels, occluded, loss_config)
+
+
+def apply_gradients(
+    total: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
+) -> None:
+    """Backward ``total`` and take one optimiser step (through ``scaler`` when given)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        total.backward()
+        optimizer.step()
+
+
+def loss_vector(losses: LossBreakdown) -> torch.Tensor:
+    """The :data:`LOGGED_LOSSES` values, detached float32, shape [len(LOGGED_LOSSES)]."""
+    return torch.stack([getattr(losses, name).detach().float().reshape(()) for name in LOGGED_LOSSES])
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD over the parameters that require gradients (a frozen OBC head is left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               nesterov=config.momentum > 0)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ------------------------------------------------------------------ randomness
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A 32-bit seed that depends only on (seed, epoch, rank)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank), 0x7A1]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's legacy global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators' states as tensors and plain values (``weights_only``-loadable)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": int(py_version), "state": [int(v) for v in py_state], "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state` (missing parts are left alone)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        s = state["numpy"]
+        np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
+    if "python" in state:
+        s = state["python"]
+        random.setstate((s["version"], tuple(s["state"]), s["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------ Ctrl-C guard
+
+
+class InterruptGuard:
+    """Turns SIGINT into KeyboardInterrupt, but never in the middle of an optimiser step.
+
+    Inside :meth:`critical` a SIGINT is remembered and raised as KeyboardInterrupt when the
+    block ends, so a checkpoint never holds half-updated weights. Outside the main thread
+    (where signal handlers cannot be installed) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._critical = False
+        self._pending = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> "InterruptGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._critical:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self._critical = True
+        try:
+            yield
+        finally:
+            self._critical = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
+# ------------------------------------------------------------------ run folder
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        last_checkpoint: runs/<name>/last.pt.
+        best_checkpoint: runs/<name>/best.pt, or None when no validation ran.
+        epochs_completed: epochs finished (those of earlier sessions of a resumed run included).
+        global_step: optimiser steps taken in all.
+        final_metrics: the last epoch's metrics.jsonl record (empty when no epoch finished).
+        best_score: the best validation score (mean of clean and occluded mAP), or None.
+        interrupted: stopped by Ctrl-C (last.pt holds the position inside the epoch).
+        message: for an interrupted run, what happened and how to resume.
+    """
+
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    epochs_completed: int
+    global_step: int
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    best_score: float | None = None
+    interrupted: bool = False
+    message: str = ""
+
+
+def _holds_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE))
+
+
+def prepare_run_dir(config: TrainConfig) -> None:
+    """Check (and with ``force`` clear) the run folder. Writes nothing else.
+
+    Raises:
+        BadInputError: ``out`` is a file; it holds a run and neither --resume nor --force was
+            given; --resume without a last.pt to resume from.
+    """
+    run_dir = Path(config.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInputError(f"{run_dir}: is a file, not a run folder; choose another --out")
+    if config.resume:
+        if not (run_dir / LAST_CHECKPOINT).is_file():
+            raise BadInputError(
+                f"{run_dir}: nothing to resume (no {LAST_CHECKPOINT}); drop --resume to start a new run"
+                + (" (add --force to replace what is there)" if _holds_run(run_dir) else "")
+            )
+        return
+    if _holds_run(run_dir):
+        if not config.force:
+            raise BadInputError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        logger.info("--force: removed the previous run's files from %s", run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc}); choose another --out") from exc
+    if not os.access(run_dir, os.W_OK):
+        raise BadInputError(f"{run_dir}: the run folder is not writable; choose another --out")
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
+    """Keep only the records of the first ``keep_epochs`` epochs (a resumed run redoes the rest)."""
+    records = [r for r in read_metrics(path) if int(r.get("epoch", 0)) <= keep_epochs]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# ------------------------------------------------------------------ validation
+
+
+def validation_score(queries: dict[str, dict[str, float]]) -> float:
+    """Mean of the clean mAP and of the mean mAP over occluded query sets (whichever exist).
+
+    Args:
+        queries: {"clean": {"mAP": ..}, "occluded:mean": {"mAP": ..}, ...}.
+    """
+    clean = [v["mAP"] for k, v in queries.items() if k == "clean"]
+    occluded = [v["mAP"] for k, v in queries.items() if k.startswith("occluded")]
+    parts = [float(np.mean(group)) for group in (clean, occluded) if group]
+    return float(np.mean(parts)) if parts else float("nan")
+
+
+def _validate(model: nn.Module, config: TrainConfig, store: StoreInfo, device: torch.device, amp: AmpSettings) -> dict[str, Any]:
+    from reid.engine.evaluator import evaluate_model
+
+    report = evaluate_model(
+        unwrap_model(model), config.data, queries=config.eval_queries, device=device,
+        input_size=config.input_size, amp=amp.enabled, workers=config.workers, store=store,
+    )
+    queries = {row.name: {"R1": row.r1, "mAP": row.mAP} for row in report.rows}
+    return {"queries": queries, "score": validation_score(queries)}
+
+
+# ------------------------------------------------------------------------ train
+
+
+StepHook = Callable[[int, int, int], None]
+
+
+def _prepare_on_main(config: TrainConfig, info: D.DistInfo) -> None:
+    """Run-folder checks on rank 0, the verdict shared so every rank fails the same way."""
+    error = None
+    if info.is_main:
+        try:
+            prepare_run_dir(config)
+        except BadInputError as exc:
+            error = str(exc)
+    error = D.broadcast_object(error, info)
+    if error is not None:
+        raise BadInputError(str(error))
+
+
+def _load_resume(config: TrainConfig, model_config: ModelConfig, store: StoreInfo) -> Checkpoint:
+    path = Path(config.out) / LAST_CHECKPOINT
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    recorded = checkpoint.extra.get("config")
+    if not isinstance(recorded, dict):
+        raise BadInputError(f"{path}: records no training configuration; start a new run with --force")
+    diffs = config_differences(config, recorded)
+    if checkpoint.config != model_config:
+        diffs.append(f"model: {checkpoint.config.to_dict()} -> {model_config.to_dict()}")
+    if diffs:
+        raise BadInputError(
+            f"{config.out}: --resume with a different configuration ({'; '.join(diffs)}); "
+            "use the options of the original run (only --epochs, --eval-every, --workers, --device may change) "
+            "or start a new run with --force or another --out"
+        )
+    if checkpoint.dataset_fingerprint != store.fingerprint:
+        raise BadInputError(
+            f"{config.data}: fingerprint {store.fingerprint[:12]} differs from the {checkpoint.dataset_fingerprint[:12]} "
+            f"the run in {config.out} was trained on; resume with the original data file"
+        )
+    if checkpoint.optimizer_state is None:
+        raise BadInputError(f"{path}: holds no optimizer state, so it cannot be resumed; start over with --force")
+    return checkpoint
+
+
+def _resume_hint(config: TrainConfig) -> str:
+    return f"reid train --resume --out {config.out} (with the same options)"
+
+
+def train(config: TrainConfig, step_hook: StepHook | None = None) -> TrainResult:
+    """Train (or resume) one run; see the module docstring for the behaviour.
+
+    Works unchanged under ``torchrun`` (DistributedDataParallel; only rank 0 writes).
+
+    Args:
+        config: the run.
+        step_hook: called after every optimiser step as ``hook(global_step, epoch,
+            step_in_epoch)`` (0-based epoch, 1-based steps); tests use it to simulate Ctrl-C.
+
+    Raises:
+        BadInputError: data file not ours or without a train split, P larger than the number
+            of identities, a run folder holding another run, a resume with another config.
+        TrainingDiverged: a NaN or infinite loss (a BadInputError subclass).
+    """
+    device = resolve_device(config.device)
+    info = D.init_distributed(device)
+    try:
+        return _train(config, D.process_device(device, info), info, step_hook)
+    finally:
+        D.cleanup_distributed(info)
+
+

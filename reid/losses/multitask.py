@@ -1,0 +1,186 @@
+"""The paper's multi-task loss L = alpha * L_T + (1 - alpha) * L_O.
+
+L_T, the "identity" part, is everything plain AlignedReID trains with:
+
+    L_T = TriHard_global + local_weight * TriHard_local + id_weight * CE_id
+
+(AlignedReID trains TriHard on both distances together with a softmax identity loss, so the
+identity cross-entropy belongs in L_T: ``alpha = 1`` is then exactly plain AlignedReID.)
+L_O is the OBC cross-entropy. A term whose weight is zero is still computed for the log, but
+outside the autograd graph: with ``alpha = 1`` the OBC head receives no gradient at all
+(``grad is None``), so optimisers skip it entirely, weight decay included, and its weights
+stay exactly as initialised.
+
+All losses are computed in float32 with autocast disabled (distances, square roots and the
+aligned-distance dynamic programme are not safe in float16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from occsim.errors import BadInputError
+from reid.losses.obc import obc_loss
+from reid.losses.triplet import global_trihard, local_trihard
+from reid.models.aligned import ModelOutput
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the multi-task loss.
+
+    Attributes:
+        alpha: L = alpha * L_T + (1 - alpha) * L_O; 1 = plain AlignedReID (OBC head untrained).
+        margin: TriHard margin (global and local).
+        id_weight: weight of the identity cross-entropy inside L_T.
+        label_smoothing: epsilon of the identity cross-entropy (0 = none).
+        local_weight: weight of the local TriHard inside L_T.
+    """
+
+    alpha: float = 0.8
+    margin: float = 0.3
+    id_weight: float = 1.0
+    label_smoothing: float = 0.1
+    local_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise BadInputError(f"--alpha {self.alpha}: must be between 0 and 1 (1 = plain AlignedReID)")
+        if not self.margin > 0.0:
+            raise BadInputError(f"--margin {self.margin}: must be > 0")
+        if not self.id_weight >= 0.0:
+            raise BadInputError(f"--id-weight {self.id_weight}: must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
+        if not self.local_weight >= 0.0:
+            raise BadInputError(f"--local-weight {self.local_weight}: must be >= 0")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LossBreakdown:
+    """One evaluation of the multi-task loss. ``total`` carries the graph; the rest are detached.
+
+    All fields are scalar tensors.
+
+    Attributes:
+        total: alpha * identity + (1 - alpha) * obc, restricted to terms with non-zero weight.
+        identity: L_T = triplet_global + local_weight * triplet_local + id_weight * id.
+        triplet_global, triplet_local: the two TriHard losses.
+        id: identity cross-entropy (with label smoothing); id_acc its top-1 accuracy.
+        obc: OBC cross-entropy; obc_acc its accuracy.
+        violation_fraction: fraction of global triplets with dist_an - dist_ap < margin.
+        violation_local: the same for the local triplets.
+        dist_ap, dist_an: mean global distance to the hardest positive / negative.
+    """
+
+    total: Tensor
+    identity: Tensor
+    triplet_global: Tensor
+    triplet_local: Tensor
+    id: Tensor
+    id_acc: Tensor
+    obc: Tensor
+    obc_acc: Tensor
+    violation_fraction: Tensor
+    violation_local: Tensor
+    dist_ap: Tensor
+    dist_an: Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        """All values as Python floats, for logging (one device sync)."""
+        names = list(self.__dataclass_fields__)
+        values = torch.stack([getattr(self, n).detach().float().reshape(()) for n in names]).cpu().tolist()
+        return dict(zip(names, values))
+
+
+def identity_loss(id_logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Identity cross-entropy with label smoothing, and top-1 accuracy.
+
+    With smoothing eps the target is (1 - eps) * one_hot + eps / K (torch's ``label_smoothing``,
+    the same as BoT's CrossEntropyLabelSmooth).
+
+    Args:
+        id_logits: shape [N, K].
+        labels: shape [N], contiguous class indices 0..K-1.
+
+    Returns:
+        loss: scalar; accuracy: scalar (no grad).
+    """
+    loss = F.cross_entropy(id_logits, labels, label_smoothing=label_smoothing)
+    accuracy = (id_logits.detach().argmax(dim=1) == labels).float().mean()
+    return loss, accuracy
+
+
+@contextlib.contextmanager
+def _grad_if(flag: bool) -> Iterator[None]:
+    """Record autograd only when ``flag`` and when it is already enabled (e.g. not in no_grad)."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and flag):
+        yield
+
+
+def compute_losses(output: ModelOutput, pids: Tensor, occluded: Tensor, config: LossConfig) -> LossBreakdown:
+    """The multi-task loss of one batch.
+
+    Args:
+        output: the model's forward on the batch.
+        pids: shape [N] long, the *contiguous* training class index of each image (the HDF5
+            train ``label`` column, 0..num_classes-1), used both as TriHard identity and as
+            the classifier target.
+        occluded: shape [N] bool (True = occluded, OBC class 1).
+        config: weights.
+
+    Raises:
+        ValueError: a class index outside the classifier's range, or a batch with one identity.
+    """
+    num_classes = output.id_logits.shape[1]
+    pids = pids.to(device=output.id_logits.device, dtype=torch.long)
+    occluded = occluded.to(output.occ_logits.device)
+    if pids.numel() and (int(pids.min()) < 0 or int(pids.max()) >= num_classes):
+        raise ValueError(f"pids must be class indices in [0, {num_classes}); got {pids.min()}..{pids.max()}")
+
+    use_identity = config.alpha > 0.0
+    device_type = output.global_feat.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        with _grad_if(use_identity):
+            global_feat = output.global_feat.float()
+            loss_global, dist_ap, dist_an, p_inds, n_inds, viol_global = global_trihard(
+                global_feat, pids, config.margin
+            )
+        with _grad_if(use_identity and config.local_weight > 0.0):
+            loss_local, viol_local = local_trihard(output.local_feat.float(), p_inds, n_inds, config.margin)
+        with _grad_if(use_identity and config.id_weight > 0.0):
+            loss_id, id_acc = identity_loss(output.id_logits.float(), pids, config.label_smoothing)
+        with _grad_if(config.alpha < 1.0):
+            loss_obc, obc_acc = obc_loss(output.occ_logits.float(), occluded)
+
+        identity = loss_global + config.local_weight * loss_local + config.id_weight * loss_id
+        if config.alpha == 1.0:
+            total = identity
+        elif config.alpha == 0.0:
+            total = loss_obc
+        else:
+            total = config.alpha * identity + (1.0 - config.alpha) * loss_obc
+
+    return LossBreakdown(
+        total=total,
+        identity=identity.detach(),
+        triplet_global=loss_global.detach(),
+        triplet_local=loss_local.detach(),
+        id=loss_id.detach(),
+        id_acc=id_acc,
+        obc=loss_obc.detach(),
+        obc_acc=obc_acc,
+        violation_fraction=viol_global,
+        violation_local=viol_local,
+        dist_ap=dist_ap.detach().mean(),
+        dist_an=dist_an.detach().mean(),
+    )

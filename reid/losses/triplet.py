@@ -1,0 +1,172 @@
+"""Batch-hard triplet loss (TriHard) on the global and on the aligned local distance.
+
+AlignedReID's recipe: for each anchor, the hardest positive (same identity, largest global
+distance) and the hardest negative (other identity, smallest global distance) are mined on the
+*global* Euclidean distance; the local loss then uses the aligned local distances of those same
+pairs, so that both branches learn from one consistent set of triplets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from reid.distance import aligned_local_distance, euclidean_distance
+
+
+def hard_example_mining(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batch-hard mining on a square distance matrix.
+
+    The anchor itself counts as one of its positives: its self-distance (about 0) is never the
+    maximum unless the anchor is the only image of its identity in the batch, in which case
+    ``dist_ap`` is that self-distance and ``p_inds[i] == i`` (a P x K batch with K >= 2 never
+    has that case). Ties go to the lowest index on the CPU (torch's max/min; not guaranteed on
+    CUDA, where any tied index may be returned).
+
+    Args:
+        dist: shape [N, N], distance of sample i to sample j.
+        labels: shape [N], identity labels (any integer dtype).
+
+    Returns:
+        dist_ap: shape [N], distance to the hardest positive (differentiable w.r.t. ``dist``).
+        dist_an: shape [N], distance to the hardest negative.
+        p_inds: shape [N] long, column of the hardest positive of each anchor.
+        n_inds: shape [N] long, column of the hardest negative of each anchor.
+
+    Raises:
+        ValueError: an anchor without any negative (the batch holds a single identity).
+    """
+    if dist.dim() != 2 or dist.shape[0] != dist.shape[1] or labels.shape != (dist.shape[0],):
+        raise ValueError(f"expected dist [N, N] and labels [N], got {tuple(dist.shape)} and {tuple(labels.shape)}")
+    is_pos = labels.unsqueeze(1) == labels.unsqueeze(0)  # [N, N]
+    if bool(is_pos.all(dim=1).any()):
+        raise ValueError("TriHard needs at least two identities in a batch (P >= 2); some anchor has no negative")
+    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
+    dist_ap, p_inds = torch.where(is_pos, dist, -inf).max(dim=1)
+    dist_an, n_inds = torch.where(is_pos, inf, dist).min(dim=1)
+    return dist_ap, dist_an, p_inds, n_inds
+
+
+def margin_ranking(dist_ap: Tensor, dist_an: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+    """Triplet hinge: mean(relu(dist_ap - dist_an + margin)) and the violation fraction.
+
+    Equals ``nn.MarginRankingLoss(margin)(dist_an, dist_ap, y=1)``.
+
+    Args:
+        dist_ap, dist_an: shape [N].
+
+    Returns:
+        loss: scalar tensor.
+        violation_fraction: scalar tensor (no grad), fraction of triplets with
+            dist_an - dist_ap < margin, i.e. the ones that still contribute to the loss.
+    """
+    loss = torch.relu(dist_ap - dist_an + margin).mean()
+    violation = ((dist_an - dist_ap).detach() < margin).float().mean()
+    return loss, violation
+
+
+class TripletLoss(nn.Module):
+    """TriHard loss on a given distance matrix: ``forward(dist [N, N], labels [N])``.
+
+    Returns ``(loss, violation_fraction)``, both scalar tensors.
+    """
+
+    def __init__(self, margin: float = 0.3) -> None:
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        dist_ap, dist_an, _, _ = hard_example_mining(dist, labels)
+        return margin_ranking(dist_ap, dist_an, self.margin)
+
+
+@dataclass(frozen=True)
+class TripletStats:
+    """Detached statistics of one TriHard evaluation (scalar tensors, log them with ``.item()``).
+
+    Attributes:
+        violation_global: fraction of global triplets with dist_an - dist_ap < margin.
+        violation_local: the same for the local triplets (same anchors, global-mined pairs).
+        dist_ap, dist_an: mean global distance to the hardest positive / negative.
+        p_inds, n_inds: shape [N], the mined indices (global distance).
+    """
+
+    violation_global: Tensor
+    violation_local: Tensor
+    dist_ap: Tensor
+    dist_an: Tensor
+    p_inds: Tensor
+    n_inds: Tensor
+
+
+def global_trihard(
+    global_feat: Tensor, labels: Tensor, margin: float = 0.3
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """TriHard on the Euclidean distance of the global features.
+
+    Args:
+        global_feat: shape [N, D].
+        labels: shape [N].
+
+    Returns:
+        loss (scalar), dist_ap [N], dist_an [N], p_inds [N], n_inds [N], violation fraction
+        (scalar, no grad).
+    """
+    gdist = euclidean_distance(global_feat, global_feat)  # [N, N]
+    dist_ap, dist_an, p_inds, n_inds = hard_example_mining(gdist, labels)
+    loss, violation = margin_ranking(dist_ap, dist_an, margin)
+    return loss, dist_ap, dist_an, p_inds, n_inds, violation
+
+
+def local_trihard(
+    local_feat: Tensor, p_inds: Tensor, n_inds: Tensor, margin: float = 0.3
+) -> tuple[Tensor, Tensor]:
+    """TriHard on the aligned local distance for given (globally mined) pairs.
+
+    Args:
+        local_feat: shape [N, H, C].
+        p_inds, n_inds: shape [N], positive / negative column of each anchor.
+
+    Returns:
+        loss: mean_i relu(L[i, p_i] - L[i, n_i] + margin), L the aligned local distance.
+        violation fraction: scalar, no grad.
+    """
+    # The full N x N aligned matrix costs N^2 H^2 C multiply-adds, negligible beside the
+    # backbone for a training batch (N = 64, H = 16: 0.13 GFLOP), and keeps one definition of
+    # the aligned distance shared with evaluation; only the 2N mined entries get gradients.
+    ldist = aligned_local_distance(local_feat, local_feat)  # [N, N]
+    local_ap = ldist.gather(1, p_inds.unsqueeze(1)).squeeze(1)
+    local_an = ldist.gather(1, n_inds.unsqueeze(1)).squeeze(1)
+    return margin_ranking(local_ap, local_an, margin)
+
+
+def global_local_trihard(
+    global_feat: Tensor, local_feat: Tensor, labels: Tensor, margin: float = 0.3
+) -> tuple[Tensor, Tensor, TripletStats]:
+    """AlignedReID's TriHard pair: global loss, and local loss on the globally mined pairs.
+
+    Args:
+        global_feat: shape [N, D].
+        local_feat: shape [N, H, C].
+        labels: shape [N].
+        margin: triplet margin for both losses.
+
+    Returns:
+        loss_global: scalar, TriHard on the Euclidean distance of ``global_feat``.
+        loss_local: scalar, mean(relu(L[i, p_i] - L[i, n_i] + margin)) with L the aligned local
+            distance and (p_i, n_i) mined on the global distance.
+        stats: :class:`TripletStats`.
+    """
+    loss_global, dist_ap, dist_an, p_inds, n_inds, viol_global = global_trihard(global_feat, labels, margin)
+    loss_local, viol_local = local_trihard(local_feat, p_inds, n_inds, margin)
+    stats = TripletStats(
+        violation_global=viol_global,
+        violation_local=viol_local,
+        dist_ap=dist_ap.detach().mean(),
+        dist_an=dist_an.detach().mean(),
+        p_inds=p_inds,
+        n_inds=n_inds,
+    )
+    return loss_global, loss_local, stats

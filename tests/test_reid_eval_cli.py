@@ -1,0 +1,130 @@
+"""`reid eval` end to end through Click (the command object, outside the `reid` group)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.reid_eval import eval_command
+from occsim.store import read_store
+from reid.distance import combined_distance
+from reid.engine.features import extract_features
+from reid.metrics.protocol import evaluate
+from reid.models.aligned import ModelConfig, build_model
+from reid.models.checkpoint import load_model, save_checkpoint
+
+SIZE = (64, 32)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/fresh/last.pt: a freshly initialised resnet18 recorded with the file's fingerprint."""
+    torch.manual_seed(1)
+    config = ModelConfig(num_classes=6, arch="resnet18")
+    model = build_model(config, pretrained=None)
+    root = tmp_path_factory.mktemp("cli")
+    save_checkpoint(root / "runs" / "fresh" / "last.pt", model, config, read_store(tiny_store).fingerprint,
+                    extra={"input_size": list(SIZE)})
+    return root
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(eval_command, [*args, "--device", "cpu", "--batch-size", "32"])
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_eval_end_to_end(tiny_store: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(run_dir)  # --checkpoint defaults to the newest run under ./runs
+    result = _invoke("--data", str(tiny_store), "--query", "clean,occluded")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("query set"))
+    assert [line.split()[0] for line in lines[header + 2 : header + 4]] == ["clean", "occluded:mean"]
+    out = run_dir / "runs" / "fresh" / "eval.json"  # default --out: the run folder
+    png = run_dir / "runs" / "fresh" / "eval_cmc.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(out.read_text())
+    assert data["checkpoint"] == str(Path("runs/fresh/last.pt"))
+    assert data["input_size"] == list(SIZE) and data["distance"] == "global"
+
+    # Recompute independently of the evaluator: features, distance, protocol.
+    model, _ = load_model(run_dir / "runs" / "fresh" / "last.pt")
+    store = read_store(tiny_store)
+    q, g = store.splits["query"], store.splits["gallery"]
+    g_rows = np.flatnonzero(~g.occluded)
+    gf = extract_features(model, tiny_store, "gallery", g_rows, input_size=SIZE)
+    by_name = {row["name"]: row for row in data["rows"]}
+    for name, rows in (("clean", np.flatnonzero(~q.occluded)), ("occluded:mean", np.flatnonzero(q.occ_type == 1))):
+        qf = extract_features(model, tiny_store, "query", rows, input_size=SIZE)
+        dist = combined_distance(qf.global_feat, gf.global_feat, mode="global", device="cpu")
+        ref = evaluate(dist, q.pid[rows], g.pid[g_rows], q.camid[rows], g.camid[g_rows], max_rank=50)
+        got = by_name[name]
+        np.testing.assert_allclose(got["cmc"], ref.cmc, atol=1e-9)
+        assert got["mAP"] == pytest.approx(ref.mAP) and got["mINP"] == pytest.approx(ref.mINP)
+        assert got["r1"] == pytest.approx(ref.cmc[0]) and got["num_queries"] == ref.num_valid_queries == len(rows)
+        # The printed table shows the same numbers as percentages.
+        printed = next(line for line in lines if line.split()[0] == name).split()
+        assert printed[1] == f"{100 * ref.cmc[0]:.2f}" and printed[4] == f"{100 * ref.mAP:.2f}"
+
+
+def test_eval_explicit_out_and_local_distance(tiny_store: Path, run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "res" / "results.json"
+    result = _invoke("--data", str(tiny_store), "--checkpoint", str(run_dir / "runs" / "fresh" / "last.pt"),
+                     "--query", "occluded:mean", "--distance", "global+local", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["rows"]] == ["occluded:mean"] and data["distance"] == "global+local"
+    assert (tmp_path / "res" / "results_cmc.png").is_file()
+
+
+def test_garbage_checkpoint(tiny_store: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", str(bad)))
+    assert "garbage.pt" in line
+
+
+def test_checkpoint_of_another_architecture(tiny_store: Path, tmp_path: Path) -> None:
+    # resnet18 weights under a resnet34 configuration: the state dict does not fit.
+    model = build_model(ModelConfig(num_classes=6, arch="resnet18"), pretrained=None)
+    path = save_checkpoint(tmp_path / "mixed.pt", model, ModelConfig(num_classes=6, arch="resnet34"), "x")
+    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", str(path)))
+    assert "mixed.pt" in line and "architecture" in line
+
+
+def test_data_file_not_ours(run_dir: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5.create_dataset("x", data=np.arange(3))
+    ckpt = str(run_dir / "runs" / "fresh" / "last.pt")
+    line = _one_line_error(_invoke("--data", str(foreign), "--checkpoint", ckpt))
+    assert "foreign.h5" in line and "not an occluded-reid file" in line
+    text = tmp_path / "text.h5"
+    text.write_text("hello")
+    assert "text.h5" in _one_line_error(_invoke("--data", str(text), "--checkpoint", ckpt))
+
+
+def test_unknown_query_type(tiny_store: Path, run_dir: Path) -> None:
+    ckpt = str(run_dir / "runs" / "fresh" / "last.pt")
+    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", ckpt, "--query", "occluded:black"))
+    assert "tiny.h5" in line and "black" in line and "present: mean" in line
+    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", ckpt, "--query", "clean,sideways"))
+    assert "sideways" in line
+
+
+def test_no_run_to_evaluate(tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(_invoke("--data", str(tiny_store)))
+    assert "no checkpoint under runs/" in line and "--checkpoint" in line
