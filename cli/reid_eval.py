@@ -74,8 +74,7 @@ def eval_command(
     from reid.engine.runs import EVAL_JSON, find_latest_checkpoint
 
     if checkpoint is None:
-        checkpoint = find_latest_checkpoint()
-        click.echo(f"checkpoint: {checkpoint}", err=True)
+        checkpoint = find_latest_checkpoint()  # the header printed below names it
     if shortlist is not None and distance != "global+local":
         raise BadInputError("--shortlist: only applies to --distance global+local; drop it or change --distance")
     config = EvalConfig(

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from cli.common import handle_bad_input
 from cli.reid_saliency import parse_ids
-
-logger = logging.getLogger(__name__)
 
 
 @click.command("rank")
@@ -51,21 +48,15 @@ def rank_command(
 ) -> None:
     """Query and its top-k gallery images after the protocol's removals (same identity and
     camera, junk): green border = match, red = miss. The ranking is the one the CMC sees."""
-    from reid.distance import resolve_device
-    from reid.engine.features import input_size_from_extra
     from reid.engine.runs import find_latest_checkpoint
-    from reid.models.checkpoint import load_model
-    from reid.rank import write_rank_figures
+    from reid.rank import run_rank
 
     if checkpoint is None:
         checkpoint = find_latest_checkpoint()
         click.echo(f"checkpoint: {checkpoint}", err=True)
-    pid_list = parse_ids(ids)
-    dev = resolve_device(device)
-    model, ckpt = load_model(checkpoint, device=dev)
-    paths = write_rank_figures(
-        model, data, out, query=query, n_queries=n, ids=pid_list, seed=seed, distance=distance, metric=metric,
-        k=k, input_size=input_size_from_extra(ckpt.extra), gallery=gallery, device=dev, batch_size=batch_size,
+    paths = run_rank(
+        checkpoint, data, out, query=query, n_queries=n, ids=parse_ids(ids), seed=seed, distance=distance,
+        metric=metric, k=k, gallery=gallery, device=device, batch_size=batch_size,
     )
     for path in paths:
         click.echo(str(path))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from cli.common import handle_bad_input
 from occsim.errors import BadInputError
-
-logger = logging.getLogger(__name__)
 
 
 def parse_ids(value: str | None) -> list[int] | None:
@@ -24,24 +21,6 @@ def parse_ids(value: str | None) -> list[int] | None:
     if not ids:
         raise BadInputError(f"--ids {value!r}: no identity given; e.g. --ids 12,34")
     return ids
-
-
-def model_names(checkpoints: list[Path], names: tuple[str, ...]) -> list[str]:
-    """--name values, or each checkpoint's run folder name (made unique with a suffix)."""
-    if names:
-        if len(names) != len(checkpoints):
-            raise BadInputError(
-                f"--name given {len(names)} times for {len(checkpoints)} --checkpoint; give one name per checkpoint or none"
-            )
-        return list(names)
-    out: list[str] = []
-    for path in checkpoints:
-        base = path.parent.name or path.stem
-        name, suffix = base, 2
-        while name in out:
-            name, suffix = f"{base}-{suffix}", suffix + 1
-        out.append(name)
-    return out
 
 
 @click.command("saliency")
@@ -82,48 +61,18 @@ def saliency_command(
 ) -> None:
     """Grad-CAM (Figure 2 of the paper): clean image, occluded copy, and each model's saliency on
     the occluded copy, with the occlusion box; prints the share of saliency inside the box."""
-    from occsim.store import read_store
-    from reid.distance import resolve_device
-    from reid.engine.features import input_size_from_extra
     from reid.engine.runs import find_latest_checkpoint
-    from reid.models.checkpoint import load_model
-    from reid.saliency import (
-        BOX_MASS_JSON,
-        box_mass_summary,
-        format_box_mass_table,
-        saliency_for_queries,
-        select_occluded_queries,
-        write_box_mass_json,
-        write_saliency_figures,
-    )
+    from reid.saliency import format_box_mass_table, run_saliency
 
     paths = list(checkpoints)
     if not paths:
         paths = [find_latest_checkpoint()]
         click.echo(f"checkpoint: {paths[0]}", err=True)
-    labels = model_names(paths, names)
-    pid_list = parse_ids(ids)
-    store = read_store(data)
-    rows = select_occluded_queries(store.splits["query"], data, occ_type, ids=pid_list, n=n, seed=seed)
-    dev = resolve_device(device)
-    models = []
-    for label, path in zip(labels, paths):
-        model, checkpoint = load_model(path, device=dev)
-        if checkpoint.dataset_fingerprint != store.fingerprint:
-            logger.warning("%s was trained on data with another fingerprint than %s: the splits may differ", path, data)
-        models.append((label, model, input_size_from_extra(checkpoint.extra)))
-    result = saliency_for_queries(models, data, rows, target=target, device=dev, batch_size=batch_size)
-    figures = write_saliency_figures(result, out, scale=scale)
-    summary = box_mass_summary(
-        result,
-        extra={
-            "data": str(data),
-            "data_fingerprint": store.fingerprint,
-            "checkpoints": {label: str(path) for label, path in zip(labels, paths)},
-            "input_size": {label: list(size) for label, _, size in models},
-        },
+    report = run_saliency(
+        data, paths, out, names=names or None, ids=parse_ids(ids), n=n, seed=seed, occ_type=occ_type,
+        target=target, device=device, batch_size=batch_size, scale=scale,
     )
-    json_path = write_box_mass_json(summary, out / BOX_MASS_JSON)
-    click.echo(f"share of Grad-CAM mass inside the occlusion box ({len(rows)} occluded:{occ_type} queries, target {target}):")
-    click.echo(format_box_mass_table(summary))
-    click.echo(f"wrote {len(figures) - 1} identity figures, {figures[-1]} and {json_path}", err=True)
+    num = report.summary["num_queries"]
+    click.echo(f"share of Grad-CAM mass inside the occlusion box ({num} occluded:{occ_type} queries, target {target}):")
+    click.echo(format_box_mass_table(report.summary))
+    click.echo(f"wrote {len(report.figures) - 1} identity figures, {report.figures[-1]} and {report.json_path}", err=True)

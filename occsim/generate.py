@@ -27,10 +27,13 @@ pointing back at the clean row.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import warnings
@@ -81,7 +84,9 @@ class GenerateConfig:
         image_size: stored (H, W).
         force: overwrite an existing ``out``.
         skip_bad: skip unreadable images (reported) instead of stopping at the first.
-        chunk_size: images per worker task.
+        chunk_size: images per worker task. The content and fingerprint do not depend on it,
+            but the order in which HDF5 lays out the chunks does: keep the default for
+            byte-identical files (it is deliberately not derived from ``workers``).
         progress: show a progress bar (when stderr is a terminal).
     """
 
@@ -96,7 +101,7 @@ class GenerateConfig:
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
     force: bool = False
     skip_bad: bool = False
-    chunk_size: int = 512
+    chunk_size: int = 256
     progress: bool = True
 
     def validate(self) -> None:
@@ -256,40 +261,104 @@ def _plan_boxes(seed: int, split_index: int, start: int, n: int, types: tuple[st
     return boxes
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """Where a worker leaves a chunk's pixels for the writer (see :class:`_Spool`).
+
+    Attributes:
+        path: the slot's file, reused by every ``n_slots``-th chunk, so its pages stay
+            allocated (writing into fresh tmpfs pages costs three times as much).
+        counter: file holding the number of chunks the writer has consumed (int64).
+        wait_for: the chunk may be written once the writer has consumed this many chunks,
+            i.e. when the previous user of the slot is done with it.
+    """
+
+    path: str
+    counter: str
+    wait_for: int
+
+
+SLOT_WAIT_S = 600.0  # a writer that consumes nothing for this long is gone
+
+
+def _wait_for_slot(slot: _Slot) -> None:
+    if slot.wait_for <= 0:
+        return
+    deadline = time.monotonic() + SLOT_WAIT_S
+    fd = os.open(slot.counter, os.O_RDONLY)
+    try:
+        while int.from_bytes(os.pread(fd, 8, 0), "little") < slot.wait_for:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the writer consumed no chunk for {SLOT_WAIT_S:.0f} s")
+            time.sleep(0.001)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class _Chunk:
-    """A worker's answer: clean images [n, H, W, 3], occluded [T, n, H, W, 3], or failures."""
+    """A worker's answer for ``n`` images and ``T`` occluder types: exactly one of
 
-    clean: np.ndarray | None
-    occluded: np.ndarray | None
-    failures: list[tuple[str, str]]
+    - ``block``: the pixels, shape [1 + T, n, H, W, 3] (the clean images, then one slab per type);
+    - ``spooled``: True when that block is in the task's slot file instead;
+    - ``failures``: (path, reason) of the first image that could not be used.
+    """
+
+    block: np.ndarray | None = None
+    spooled: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _SlotFull(Exception):
+    """The spool folder ran out of room: the chunk goes back through the pipe instead."""
 
 
 def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], types: tuple[str, ...],
-                   boxes: np.ndarray, in_worker: bool) -> _Chunk:
-    """Decode, resize and occlude ``paths``; ``boxes`` shape [T, n, 4] from :func:`_plan_boxes`."""
+                   boxes: np.ndarray, in_worker: bool, slot: _Slot | None = None) -> _Chunk:
+    """Decode, resize and occlude ``paths`` (``boxes`` shape [T, n, 4] from :func:`_plan_boxes`).
+
+    With a ``slot`` the pixels are written to the slot's file, one row at a time, and only
+    a flag goes back: sending the blocks through loky's pipe (pickle, copy, unpickle) costs
+    more CPU than decoding them. Stops at the first bad image.
+    """
     _single_threaded_cv2(in_worker)
-    n = len(paths)
-    clean = np.empty((n, int(image_size[0]), int(image_size[1]), 3), dtype=np.uint8)
-    failures = []
-    for i, rel in enumerate(paths):
-        image, reason = decode_image(os.path.join(root, rel), image_size)
-        if image is None:
-            failures.append((rel, reason))
-        else:
-            clean[i] = image
-    if failures:
-        return _Chunk(None, None, failures)
-    occluded = np.empty((len(types), *clean.shape), dtype=np.uint8)
-    colours: dict[Any, list[np.ndarray]] = {}  # the mean colour is shared by mean and random
-    for t, name in enumerate(types):
-        fill_colour = OCCLUDERS[name].fill_colour
-        if fill_colour not in colours:
-            colours[fill_colour] = [fill_colour(image) for image in clean]
-        for i in range(n):
-            box: Box = tuple(int(v) for v in boxes[t, i])  # type: ignore[assignment]
-            fill_box(clean[i], box, colours[fill_colour][i], out=occluded[t, i])
-    return _Chunk(clean, occluded, [])
+    height, width = int(image_size[0]), int(image_size[1])
+    n, copies = len(paths), 1 + len(types)
+    row_bytes = height * width * 3
+    fills = [OCCLUDERS[name].fill_colour for name in types]
+    scratch = np.empty((height, width, 3), dtype=np.uint8)
+    block = None if slot else np.empty((copies, n, height, width, 3), dtype=np.uint8)
+    fd = -1
+    if slot is not None:
+        _wait_for_slot(slot)
+        fd = os.open(slot.path, os.O_WRONLY | os.O_CREAT, 0o600)  # no O_TRUNC: keep the pages
+
+    def put(copy: int, i: int, image: np.ndarray) -> None:
+        if block is not None:
+            block[copy, i] = image
+        elif os.pwrite(fd, image, (copy * n + i) * row_bytes) != row_bytes:
+            raise _SlotFull
+
+    try:
+        for i, rel in enumerate(paths):
+            image, reason = decode_image(os.path.join(root, rel), image_size)
+            if image is None:
+                return _Chunk(failures=[(rel, reason)])
+            put(0, i, image)
+            colours: dict[Any, np.ndarray] = {}  # mean and random share the mean colour
+            for t, fill_colour in enumerate(fills):
+                if fill_colour not in colours:
+                    colours[fill_colour] = fill_colour(image)
+                box: Box = tuple(int(v) for v in boxes[t, i])  # type: ignore[assignment]
+                put(1 + t, i, fill_box(image, box, colours[fill_colour], out=scratch))
+    except (_SlotFull, OSError) as exc:
+        if slot is None or (isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT)):
+            raise
+        return _process_chunk(root, paths, image_size, types, boxes, in_worker, slot=None)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return _Chunk(block=block, spooled=slot is not None)
 
 
 # ----------------------------------------------------------------------------------------
@@ -355,6 +424,65 @@ def _parallel(n_workers: int, tasks: Iterable[Any]) -> Iterator[Iterator[Any]]:
             results.close()
 
 
+SPOOL_PREFIX = "occsim-spool-"
+
+
+class _Spool:
+    """A ring of slot files through which the workers hand pixels to the writer.
+
+    Lives in RAM-backed /dev/shm when there is one (else the temporary folder), in a private
+    folder removed on the way out; folders left by a killed run are removed the next time.
+    Chunk ``k`` goes to slot ``k % n_slots`` once the writer has consumed chunk
+    ``k - n_slots`` (:func:`_wait_for_slot`): joblib dispatches tasks without waiting for the
+    consumer, so this is what bounds the pixels in flight to ``n_slots`` chunks.
+    """
+
+    def __init__(self, n_slots: int) -> None:
+        self.n_slots = n_slots
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        _remove_stale_spools(base)
+        self.folder = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=base)
+        self.counter = os.path.join(self.folder, "consumed")
+        self._counter_fd = os.open(self.counter, os.O_RDWR | os.O_CREAT, 0o600)
+        self.consumed(0)
+
+    def slot(self, k: int) -> _Slot:
+        return _Slot(os.path.join(self.folder, f"slot{k % self.n_slots}.raw"), self.counter, k - self.n_slots + 1)
+
+    def read(self, k: int, shape: tuple[int, ...]) -> np.ndarray:
+        """Chunk ``k``'s block, mapped read-only from its slot file (valid until :meth:`consumed`)."""
+        return np.memmap(self.slot(k).path, dtype=np.uint8, mode="r", shape=shape)
+
+    def consumed(self, count: int) -> None:
+        """Tell the workers that the first ``count`` chunks are written (their slots are free)."""
+        os.pwrite(self._counter_fd, int(count).to_bytes(8, "little"), 0)
+
+    def close(self) -> None:
+        os.close(self._counter_fd)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _spool(n_workers: int) -> Iterator[_Spool | None]:
+    """A :class:`_Spool` with two slots per worker plus two, or None in-process (one worker)."""
+    if n_workers <= 1:
+        yield None
+        return
+    spool = _Spool(2 * n_workers + 2)
+    try:
+        yield spool
+    finally:
+        spool.close()
+
+
+def _remove_stale_spools(base: str) -> None:
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            pid = name[len(SPOOL_PREFIX):].split("-", 1)[0] if name.startswith(SPOOL_PREFIX) else ""
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(n, start + size)) for start in range(0, n, size)]
 
@@ -412,9 +540,13 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
     started = time.perf_counter()
     config.validate()
     out = Path(config.out)
-    check_output_path(out, config.force)  # fail before any long work
     n_workers = resolve_workers(config.workers)
-    source = read_source(resolve_source(config.src, n_workers, echo))
+    # Fail fast, before any long work (making the synthetic set, decoding): a given source
+    # is parsed first (it is only listed), then the output is checked.
+    source = read_source(config.src) if config.src is not None else None
+    check_output_path(out, config.force)
+    if source is None:
+        source = read_source(resolve_source(None, n_workers, echo))
     echo(format_summary(source, summarize_source(source)))
     types, image_size = config.ordered_types, (int(config.image_size[0]), int(config.image_size[1]))
     if not types or not config.occluded_splits:
@@ -442,23 +574,27 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
                                         np.concatenate([bx for (p, _, _), bx in zip(plans, chunk_boxes) if p == s], axis=1))
                      for s in SPLITS}
 
-        # Absolute: reused loky workers keep the working folder they were started in.
-        root, in_worker = str(source.root.resolve()), n_workers > 1
-        with StoreWriter(out, image_size=image_size, force=config.force) as writer:
+        with StoreWriter(out, image_size=image_size, force=config.force) as writer, _spool(n_workers) as spool, \
+                tqdm(total=len(source), unit="img", desc="generate", disable=None if config.progress else True) as bar:
             for split in SPLITS:
                 writer.add_split(split, manifests[split])
+            # Absolute: reused loky workers keep the working folder they were started in.
+            root, in_worker = str(source.root.resolve()), n_workers > 1
             tasks = (delayed(_process_chunk)(root, [r.path for r in source.splits[s][a:b]], image_size,
-                                             split_types[s], boxes, in_worker)
-                     for (s, a, b), boxes in zip(plans, chunk_boxes))
-            with _parallel(n_workers, tasks) as results, \
-                    tqdm(total=len(source), unit="img", desc="generate", disable=None if config.progress else True) as bar:
-                for (split, a, b), chunk in zip(plans, results):
+                                             split_types[s], boxes, in_worker, spool.slot(k) if spool else None)
+                     for k, ((s, a, b), boxes) in enumerate(zip(plans, chunk_boxes)))
+            with _parallel(n_workers, tasks) as results:
+                for k, ((split, a, b), chunk) in enumerate(zip(plans, results)):
                     if chunk.failures:
                         raise _bad_image_error(source.root, *chunk.failures[0])
+                    shape = (1 + len(split_types[split]), b - a, *image_size, 3)
+                    block = spool.read(k, shape) if chunk.spooled else chunk.block
                     n_clean = len(source.splits[split])
-                    writer.write_images(split, a, chunk.clean)
-                    for t in range(len(split_types[split])):
-                        writer.write_images(split, (t + 1) * n_clean + a, chunk.occluded[t])
+                    for copy in range(shape[0]):
+                        writer.write_images(split, copy * n_clean + a, block[copy])
+                    del block  # unmap before the slot is handed back
+                    if spool:
+                        spool.consumed(k + 1)
                     bar.update(b - a)
             fingerprint = writer.finish(source=source.name, seed=int(config.seed),
                                         generator_args=config.generator_args(source, (s.path for s in skipped)))

@@ -30,6 +30,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,9 +56,8 @@ DUKE = Layout("dukemtmc-reid", re.compile(r"^(\d+)_c(\d+)_f(\d+)\.jpg$"), "0001_
 LAYOUTS: tuple[Layout, ...] = (MARKET, DUKE)
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    """One source image.
+class ImageRecord(NamedTuple):
+    """One source image (a NamedTuple: Market-sized sources make tens of thousands).
 
     Attributes:
         path: file path relative to the source root, with "/" separators.
@@ -98,6 +98,9 @@ def parse_name(name: str, layout: Layout) -> tuple[int, int] | None:
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2))
+
+
+LAYOUT_SAMPLE = 64  # names per split that decide the layout; every name is then parsed with it
 
 
 def detect_layout(names: list[str]) -> Layout:
@@ -152,22 +155,24 @@ def read_source(root: str | os.PathLike) -> Source:
         if not names[split]:
             raise BadInputError(f"{root / folder}: no .jpg images in the {split} folder; "
                                 f"copy the dataset's images there or point --src at a complete download")
-    layout = detect_layout([n for split_names in names.values() for n in split_names])
+    # A sample decides; a name of the other layout is then reported as not parsing.
+    layout = detect_layout([n for split_names in names.values() for n in split_names[:LAYOUT_SAMPLE]])
     splits: dict[str, tuple[ImageRecord, ...]] = {}
     for split, folder in SPLIT_FOLDERS.items():
         records = []
+        match = layout.pattern.match
         for name in names[split]:
-            parsed = parse_name(name, layout)
+            parsed = match(name)
             if parsed is None:
                 raise BadInputError(
                     f"{root / folder / name}: file name does not parse as {layout.name} "
                     f"(expected e.g. {layout.example}); rename or remove the file")
-            pid, camid = parsed
+            pid = int(parsed.group(1))
             if pid in (JUNK_PID, DISTRACTOR_PID) and split != "gallery":
                 raise BadInputError(
                     f"{root / folder / name}: junk (-1) or distractor (0) identity outside the gallery; "
                     f"move it to {SPLIT_FOLDERS['gallery']}/ or remove it")
-            records.append(ImageRecord(path=f"{folder}/{name}", pid=pid, camid=camid))
+            records.append(ImageRecord(f"{folder}/{name}", pid, int(parsed.group(2))))
         splits[split] = tuple(records)
     return Source(root=root, layout=layout.name, splits=splits)
 

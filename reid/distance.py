@@ -62,13 +62,17 @@ def euclidean_distance(x: Tensor, y: Tensor) -> Tensor:
     Returns:
         shape [M, N]: sqrt(max(||x_i||^2 + ||y_j||^2 - 2 x_i.y_j, 1e-12)). Differentiable
         (the clamp keeps the gradient finite where two rows coincide), so the value of a
-        row against itself is 1e-6, not 0.
+        row against itself is 1e-6, not 0. Half-precision inputs are computed in float32
+        even under autocast: in float16 the clamp at 1e-12 would round to 0 and the
+        gradient of the square root there is infinite.
     """
     _check_2d(x, y)
-    xx = x.pow(2).sum(dim=1, keepdim=True)  # [M, 1]
-    yy = y.pow(2).sum(dim=1, keepdim=True).t()  # [1, N]
-    sq = torch.addmm(xx + yy, x, y.t(), beta=1.0, alpha=-2.0)
-    return sq.clamp(min=_EPS).sqrt()
+    x, y = _full_precision(x), _full_precision(y)
+    with _no_autocast(x):
+        xx = x.pow(2).sum(dim=1, keepdim=True)  # [M, 1]
+        yy = y.pow(2).sum(dim=1, keepdim=True).t()  # [1, N]
+        sq = torch.addmm(xx + yy, x, y.t(), beta=1.0, alpha=-2.0)
+        return sq.clamp(min=_EPS).sqrt()
 
 
 def cosine_distance(x: Tensor, y: Tensor) -> Tensor:
@@ -78,9 +82,21 @@ def cosine_distance(x: Tensor, y: Tensor) -> Tensor:
     (their similarity with anything is 0, distance 1) instead of producing NaN.
     """
     _check_2d(x, y)
-    xn = torch.nn.functional.normalize(x, p=2.0, dim=1, eps=_EPS)
-    yn = torch.nn.functional.normalize(y, p=2.0, dim=1, eps=_EPS)
-    return 1.0 - xn @ yn.t()
+    x, y = _full_precision(x), _full_precision(y)
+    with _no_autocast(x):
+        xn = torch.nn.functional.normalize(x, p=2.0, dim=1, eps=_EPS)
+        yn = torch.nn.functional.normalize(y, p=2.0, dim=1, eps=_EPS)
+        return 1.0 - xn @ yn.t()
+
+
+def _full_precision(t: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32 (differentiable cast); other dtypes unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _no_autocast(t: Tensor) -> torch.autocast:
+    """Context that keeps autocast from lowering the precision of the ops inside."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 def _check_2d(x: Tensor, y: Tensor) -> None:
@@ -123,8 +139,9 @@ def aligned_local_distance(x: Tensor, y: Tensor, block_size: int | None = None) 
             by a gallery width that keeps the buffer near 256 MiB, see ``_block_shape``).
 
     Returns:
-        shape [M, N], dtype of the inputs (float32 computations for float16 input).
-        Differentiable when autograd is recording and an input requires grad.
+        shape [M, N], float64 for float64 inputs, else float32 (half-precision inputs
+        are computed in float32, also under autocast). Differentiable when autograd is
+        recording and an input requires grad.
     """
     if x.dim() != 3 or y.dim() != 3 or x.shape[1:] != y.shape[1:]:
         raise BadInputError(
@@ -134,8 +151,10 @@ def aligned_local_distance(x: Tensor, y: Tensor, block_size: int | None = None) 
     if block_size is not None and block_size < 1:
         raise BadInputError(f"block_size: must be >= 1, got {block_size}")
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-        return _aligned_autograd(x, y, block_size or 128)
-    with torch.no_grad():
+        x, y = _full_precision(x), _full_precision(y)
+        with _no_autocast(x):
+            return _aligned_autograd(x, y, block_size or 128)
+    with torch.no_grad(), _no_autocast(x):
         return _aligned_nograd(x, y, block_size)
 
 
@@ -431,14 +450,32 @@ def shortlist_aligned_distance(
     return out
 
 
-def _aligned_rows(ql: Tensor, gl: Tensor, idx: Tensor) -> Tensor:
-    """Aligned distance of query i with gallery rows idx[i]: ql [b, H, C], idx [b, k] -> [b, k]."""
+def _aligned_rows(ql: Tensor, gl: Tensor, idx: Tensor, max_pairs: int = 16384) -> Tensor:
+    """Aligned distance of query i with gallery rows idx[i]: ql [b, H, C], idx [b, k] -> [b, k].
+
+    Pairs are processed ``max_pairs`` at a time (the gathered gallery stripes are the
+    largest buffer: max_pairs * H * C floats, 64 MiB for H = 8, C = 128).
+    """
     b, k = idx.shape
     h, c = ql.shape[1:]
-    g = gl[idx.reshape(-1)].view(b, k, h, c)  # [b, k, H, C]
-    sq = torch.cdist(ql.float(), g.float().view(b, k * h, c)).view(b, h, k, h)  # per-query
-    d = stripe_distance(sq.clamp_min(math.sqrt(_EPS))).permute(0, 2, 1, 3)  # [b, k, H, H]
-    return _dp_out_of_place(d)
+    q = ql.float()
+    out = torch.empty((b, k), dtype=torch.float32, device=ql.device)
+    rows = max(1, max_pairs // k)
+    for i0 in range(0, b, rows):
+        qi = q[i0 : i0 + rows]  # [r, H, C]
+        r = qi.shape[0]
+        g = gl[idx[i0 : i0 + rows].reshape(-1)].float().view(r, k * h, c)  # [r, k*H, C]
+        # squared stripe distances per query: |x|^2 + |y|^2 - 2 x.y, [r, H, k*H]
+        sq = torch.baddbmm(
+            qi.pow(2).sum(-1, keepdim=True) + g.pow(2).sum(-1).unsqueeze(1),
+            qi,
+            g.transpose(1, 2),
+            alpha=-2.0,
+        )
+        d = stripe_distance(sq.clamp_min_(_EPS).sqrt_())
+        d = d.view(r, h, k, h).permute(0, 2, 1, 3)  # [r, k, H, H]
+        out[i0 : i0 + r] = _dp_out_of_place(d)
+    return out
 
 
 def _to(a: Tensor | np.ndarray, dev: torch.device) -> Tensor:

@@ -249,3 +249,34 @@ def write_rank_figures(
             paths.append(write_png(out_dir / f"rank_q{row}_pid{q_pid}.png", figure))
     paths.append(write_png(out_dir / RANK_SHEET, vstack_rows(figures)))
     return paths
+
+
+def run_rank(
+    checkpoint: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    query: str = "clean",
+    n_queries: int = 5,
+    ids: Sequence[int] | None = None,
+    seed: int = 0,
+    distance: str = "global",
+    metric: str = "euclidean",
+    k: int = 10,
+    gallery: str = "clean",
+    device: str | None = "auto",
+    batch_size: int = 64,
+) -> list[Path]:
+    """``reid rank``: load ``checkpoint`` and call :func:`write_rank_figures` at the input size
+    the checkpoint records. Returns the PNG paths (per query, then the sheet)."""
+    from reid.engine.features import input_size_from_extra
+    from reid.models.checkpoint import load_model
+
+    # Validate the query set before the model load, so that a typo fails fast.
+    expand_queries([query], read_store(data))
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, device=dev)
+    return write_rank_figures(
+        model, data, out_dir, query=query, n_queries=n_queries, ids=ids, seed=seed, distance=distance,
+        metric=metric, k=k, input_size=input_size_from_extra(ckpt.extra), gallery=gallery, device=dev,
+        batch_size=batch_size,
+    )

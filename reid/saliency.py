@@ -48,7 +48,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -64,7 +64,6 @@ from reid.data.transforms import EvalTransform, normalize_batch
 
 logger = logging.getLogger(__name__)
 
-Target = Literal["similarity", "obc"]
 TARGETS: tuple[str, ...] = ("similarity", "obc")
 
 #: Files written by :func:`write_saliency_figures` / :func:`write_box_mass_json`.
@@ -655,12 +654,12 @@ def identity_figure(result: SaliencyResult, index: int, scale: int = 3) -> np.nd
         labelled(upscale(cv2.cvtColor(result.clean_images[i], cv2.COLOR_RGB2BGR), scale),
                  ["clean", f"pid {int(result.pids[i])} cam {int(result.camids[i])}"]),
         labelled(draw_box(upscale(cv2.cvtColor(result.occluded_images[i], cv2.COLOR_RGB2BGR), scale), box, scale),
-                 [f"occluded ({occ_name})", f"box = {result.area_share[i]:.0%} of image"]),
+                 [f"occluded ({occ_name})", f"box = {result.area_share[i]:.1%} of image"]),
     ]
     for m in result.models:
         share = m.box_mass[i]
         tiles.append(labelled(draw_box(overlay_cam(result.occluded_images[i], m.cams[i], scale), box, scale),
-                              [m.name, "in box: n/a" if not math.isfinite(share) else f"in box: {share:.0%}"]))
+                              [m.name, "in box: n/a" if not math.isfinite(share) else f"in box: {share:.1%}"]))
     return hstack_tiles(tiles)
 
 
@@ -679,3 +678,108 @@ def write_saliency_figures(result: SaliencyResult, out_dir: str | Path, scale: i
                          [f"Grad-CAM, target: {result.target}; box = occluder"], line_height=22)
         paths.append(write_png(out_dir / CONTACT_SHEET, vstack_rows([title, *figures])))
     return paths
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+def default_model_names(checkpoints: Sequence[Path], names: Sequence[str] | None = None) -> list[str]:
+    """``names`` when given (one per checkpoint), else each checkpoint's run folder name, made
+    unique with a "-2", "-3" ... suffix.
+
+    Raises:
+        BadInputError: a number of names that differs from the number of checkpoints.
+    """
+    if names:
+        if len(names) != len(checkpoints):
+            raise BadInputError(
+                f"--name given {len(names)} times for {len(checkpoints)} --checkpoint; give one name per checkpoint or none"
+            )
+        return list(names)
+    out: list[str] = []
+    for path in checkpoints:
+        base = Path(path).parent.name or Path(path).stem
+        name, suffix = base, 2
+        while name in out:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        out.append(name)
+    return out
+
+
+@dataclass
+class SaliencyReport:
+    """What :func:`run_saliency` produced.
+
+    Attributes:
+        summary: the box-mass summary (also written as JSON), see :func:`box_mass_summary`.
+        figures: per-identity PNGs, then the contact sheet.
+        json_path: the box-mass JSON.
+        result: the maps themselves.
+    """
+
+    summary: dict[str, Any]
+    figures: list[Path]
+    json_path: Path
+    result: SaliencyResult
+
+
+def run_saliency(
+    data: str | Path,
+    checkpoints: Sequence[str | Path],
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
+    n: int = 8,
+    seed: int = 0,
+    occ_type: str = "mean",
+    target: str = "similarity",
+    device: str | torch.device | None = "auto",
+    batch_size: int = 16,
+    scale: int = 3,
+) -> SaliencyReport:
+    """``reid saliency``: load each checkpoint, compute Grad-CAM on the chosen occluded queries,
+    write the Figure-2 PNGs, the contact sheet and :data:`BOX_MASS_JSON` into ``out_dir``.
+
+    Each model runs at the input size its checkpoint records
+    (:func:`reid.engine.features.input_size_from_extra`).
+
+    Raises:
+        BadInputError: a missing or foreign file, unknown --type / --target, ids without an
+            occluded query image of that type, or a --name count that does not match.
+    """
+    # Imported here: the checkpoint and feature modules are only needed end to end.
+    from reid.distance import resolve_device
+    from reid.engine.features import input_size_from_extra
+    from reid.models.checkpoint import load_model
+
+    data = Path(data)
+    out_dir = Path(out_dir)
+    paths = [Path(p) for p in checkpoints]
+    if not paths:
+        raise BadInputError("--checkpoint: give at least one checkpoint")
+    if target not in TARGETS:
+        raise BadInputError(f"--target {target!r}: unknown; use one of {', '.join(TARGETS)}")
+    labels = default_model_names(paths, names)
+    store = read_store(data)
+    # Select before loading the models, so that a wrong --ids fails fast.
+    rows = select_occluded_queries(store.splits["query"], data, occ_type, ids=ids, n=n, seed=seed)
+    dev = resolve_device(device)
+    models: list[tuple[str, nn.Module, tuple[int, int]]] = []
+    for label, path in zip(labels, paths):
+        model, checkpoint = load_model(path, device=dev)
+        if checkpoint.dataset_fingerprint != store.fingerprint:
+            logger.warning("%s was trained on data with another fingerprint than %s: the splits may differ", path, data)
+        models.append((label, model, input_size_from_extra(checkpoint.extra)))
+    result = saliency_for_queries(models, data, rows, target=target, device=dev, batch_size=batch_size)
+    figures = write_saliency_figures(result, out_dir, scale=scale)
+    summary = box_mass_summary(
+        result,
+        extra={
+            "data": str(data),
+            "data_fingerprint": store.fingerprint,
+            "checkpoints": {label: str(path) for label, path in zip(labels, paths)},
+            "input_size": {label: list(size) for label, _, size in models},
+        },
+    )
+    json_path = write_box_mass_json(summary, out_dir / BOX_MASS_JSON)
+    return SaliencyReport(summary=summary, figures=figures, json_path=json_path, result=result)

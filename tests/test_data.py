@@ -238,10 +238,16 @@ def test_joint_batch_halves_identical_when_the_occluder_changes_nothing(tiny_sto
         loader.batch_sampler.set_epoch(epoch)
         for batch in loader:
             half = len(batch) // 2
-            assert torch.equal(batch.images[:half], batch.images[half:])
+            assert batch.images.dtype == torch.uint8
+            assert torch.equal(batch.images[:half], batch.images[half:])  # same augmentation
             normalised = batch.to("cpu").images
             assert normalised.dtype == torch.float32
-            assert torch.equal(normalised[:half], normalised[half:])  # same normalisation for both halves
+            assert torch.equal(normalised[:half], normalised[half:])  # same normalisation
+    in_workers = build_train_loader(path, "both", 3, 2, config, workers=0, seed=4, normalize_in_workers=True)
+    for batch in in_workers:
+        half = len(batch) // 2
+        assert batch.images.dtype == torch.float32
+        assert torch.equal(batch.images[:half], batch.images[half:])
 
 
 def test_train_on_modes_select_clean_occluded_or_pairs(tiny_store):
@@ -283,6 +289,15 @@ def test_several_copies_are_picked_at_random_reproducibly(tmp_path):
     assert again["occ_type"] == picked[5]
     first = dataset[SampleKey(0, 5, 0)]
     assert all(torch.equal(x, y) for x, y in zip(first["images"], again["images"]))
+
+
+def test_device_normalisation_equals_worker_normalisation(tiny_store):
+    in_workers = build_train_loader(tiny_store, "both", 3, 2, SMALL, workers=0, seed=2, normalize_in_workers=True)
+    deferred = build_train_loader(tiny_store, "both", 3, 2, SMALL, workers=0, seed=2)
+    for a, b in zip(in_workers, deferred):
+        assert a.images.dtype == torch.float32 and b.images.dtype == torch.uint8
+        assert torch.equal(a.images, b.to("cpu").images)
+        assert torch.equal(a.to("cpu").images, a.images)  # already normalised: moved, not normalised twice
 
 
 def test_augmentation_is_reproducible_and_changes_with_the_epoch(tiny_store):
@@ -327,6 +342,9 @@ def test_dataset_pickles_without_its_handle_and_reads_the_stored_pixels(tiny_sto
     clone = pickle.loads(pickle.dumps(dataset))
     assert clone._images._file is None and not clone._images.is_open
     assert torch.equal(clone[1]["image"], item["image"])
+    dataset.close()
+    assert not dataset._images.is_open
+    assert torch.equal(dataset[1]["image"], item["image"]) and dataset._images.is_open
 
 
 def _report_handle_owner(dataset: HDF5Split, queue) -> None:

@@ -124,7 +124,7 @@ def test_extract_features_shapes_and_row_order(model: nn.Module, tiny_store: Pat
     n = len(rows)
     assert feats.global_feat.shape == (n, 512) and feats.global_feat.dtype == np.float32
     assert feats.local_feat.shape[0] == n and feats.local_feat.shape[2] == 128
-    assert feats.local_feat.shape[1] == SIZE[0] // 16  # resnet18, last stride 1: one stripe per row
+    assert feats.local_feat.shape[1] == (model.config.num_stripes or SIZE[0] // 16)
     np.testing.assert_array_equal(feats.rows, rows)
     np.testing.assert_array_equal(feats.pids, q.pid[rows])
     np.testing.assert_array_equal(feats.camids, q.camid[rows])
@@ -187,6 +187,11 @@ def test_gallery_without_shared_identities(tmp_path: Path) -> None:
     path = _write_gray_store(tmp_path / "disjoint.h5", GRAY_QUERY, gallery)
     with pytest.raises(BadInputError, match=r"disjoint\.h5.*shares no identity"):
         evaluate_model(GrayModel(), path, queries=("clean",), input_size=(16, 8), device="cpu")
+    # Shared identities, but only from the queries' own camera: no query has a valid match.
+    same_camera = dict(pid=[1, 2, 3], camid=[0, 0, 0], gray=[10, 20, 30])
+    path = _write_gray_store(tmp_path / "samecam.h5", GRAY_QUERY, same_camera)
+    with pytest.raises(BadInputError, match=r"samecam\.h5: clean queries against the clean gallery: no query has a match"):
+        evaluate_model(GrayModel(), path, queries=("clean",), input_size=(16, 8), device="cpu")
 
 
 def test_evaluate_model_on_tiny_store(model: nn.Module, tiny_store: Path) -> None:
@@ -205,6 +210,29 @@ def test_evaluate_model_on_tiny_store(model: nn.Module, tiny_store: Path) -> Non
     parsed = json.loads(report.to_json())
     assert [r["name"] for r in parsed["rows"]] == expected_names
     assert parsed["data_fingerprint"] == store.fingerprint
+
+
+def test_rerank_and_shortlist_paths(model: nn.Module, tiny_store: Path) -> None:
+    from reid.distance import combined_distance
+    from reid.metrics.protocol import evaluate
+    from reid.metrics.rerank import re_rank
+
+    store = read_store(tiny_store)
+    q, g = store.splits["query"], store.splits["gallery"]
+    q_rows, g_rows = np.flatnonzero(~q.occluded), np.flatnonzero(~g.occluded)
+    kwargs = dict(queries=("clean",), input_size=SIZE, device="cpu", batch_size=32)
+    report = evaluate_model(model, tiny_store, rerank=True, **kwargs).row("clean")
+    qf = extract_features(model, tiny_store, "query", q_rows, input_size=SIZE)
+    gf = extract_features(model, tiny_store, "gallery", g_rows, input_size=SIZE)
+    dist = re_rank(*(combined_distance(a.global_feat, b.global_feat, device="cpu") for a, b in ((qf, gf), (qf, qf), (gf, gf))))
+    ref = evaluate(dist, qf.pids, gf.pids, qf.camids, gf.camids, max_rank=len(g_rows))
+    np.testing.assert_allclose(report.cmc, ref.cmc)
+    assert report.mAP == pytest.approx(ref.mAP) and report.mINP == pytest.approx(ref.mINP)
+    # A shortlist as long as the gallery is the full global+local distance.
+    full = evaluate_model(model, tiny_store, distance="global+local", **kwargs).row("clean")
+    short = evaluate_model(model, tiny_store, distance="global+local", shortlist=len(g_rows), **kwargs).row("clean")
+    np.testing.assert_allclose(short.cmc, full.cmc)
+    assert short.mAP == pytest.approx(full.mAP)
 
 
 def test_occluded_expands_to_types_present(tiny_store: Path) -> None:

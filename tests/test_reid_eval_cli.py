@@ -79,6 +79,36 @@ def test_eval_end_to_end(tiny_store: Path, run_dir: Path, monkeypatch: pytest.Mo
         assert printed[1] == f"{100 * ref.cmc[0]:.2f}" and printed[4] == f"{100 * ref.mAP:.2f}"
 
 
+def test_eval_constant_features_rank_by_gallery_row(tiny_store: Path, tmp_path: Path) -> None:
+    """All BatchNorm scales and shifts zeroed: every feature is 0, every distance ties, so the
+    ranking is the gallery row order (stable), and the scores follow by hand.
+
+    tiny_store's gallery rows: pid 101 (cams 3, 4), 102, 103, 104, then junk and a distractor;
+    each query pid has 2 queries (cams 1, 2), matched by gallery rows at ranks (1, 2), (3, 4),
+    (5, 6), (7, 8) for pids 101..104.
+    """
+    config = ModelConfig(num_classes=6, arch="resnet18")
+    model = build_model(config, pretrained=None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            torch.nn.init.zeros_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    ckpt = save_checkpoint(tmp_path / "zero.pt", model, config, read_store(tiny_store).fingerprint,
+                           extra={"input_size": list(SIZE)})
+    out = tmp_path / "zero.json"
+    result = _invoke("--data", str(tiny_store), "--checkpoint", str(ckpt), "--query", "clean", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())["rows"][0]
+    ap = [1.0, (1 / 3 + 2 / 4) / 2, (1 / 5 + 2 / 6) / 2, (1 / 7 + 2 / 8) / 2]
+    inp = [2 / 2, 2 / 4, 2 / 6, 2 / 8]
+    assert row["num_queries"] == 8 and row["num_skipped"] == 0
+    np.testing.assert_allclose(row["cmc"], [0.25, 0.25, 0.5, 0.5, 0.75, 0.75, 1.0, 1.0, 1.0, 1.0], atol=1e-7)
+    assert (row["r1"], row["r5"], row["r10"]) == pytest.approx((0.25, 0.75, 1.0))
+    assert row["mAP"] == pytest.approx(np.mean(ap)) and row["mINP"] == pytest.approx(np.mean(inp))
+    printed = next(line for line in result.stdout.splitlines() if line.startswith("clean")).split()
+    assert printed[1:] == ["25.00", "75.00", "100.00", f"{100 * np.mean(ap):.2f}", f"{100 * np.mean(inp):.2f}", "8"]
+
+
 def test_eval_explicit_out_and_local_distance(tiny_store: Path, run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "res" / "results.json"
     result = _invoke("--data", str(tiny_store), "--checkpoint", str(run_dir / "runs" / "fresh" / "last.pt"),

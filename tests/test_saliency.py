@@ -21,6 +21,7 @@ from reid.models.checkpoint import save_checkpoint
 from reid.saliency import (
     GradCAM,
     box_area_share,
+    default_model_names,
     box_mass,
     find_target_layer,
     grad_cam,
@@ -220,3 +221,11 @@ def test_cli_saliency_name_count_must_match(tiny_store: Path, checkpoint: Path, 
             "--device", "cpu", "--out", str(tmp_path / "x")]
     result = CliRunner().invoke(saliency_command, args)
     assert result.exit_code == 2 and "--name" in result.output
+
+
+def test_default_model_names() -> None:
+    paths = [Path("runs/baseline/best.pt"), Path("runs/obc/best.pt"), Path("other/baseline/last.pt")]
+    assert default_model_names(paths) == ["baseline", "obc", "baseline-2"]
+    assert default_model_names(paths[:2], ["a", "b"]) == ["a", "b"]
+    with pytest.raises(BadInputError, match="--name"):
+        default_model_names(paths, ["a"])

@@ -8,10 +8,10 @@ Why this shape:
   augmentation (the pair must differ only where the occluder is).
 * The work in the worker processes stays on uint8 (cv2 resize, numpy slicing for flip and
   pad-and-crop, a slice fill for erasing): the output is a uint8 tensor of shape [3, H, W].
-  Normalisation happens once per *batch* with :func:`normalize_batch` (``Batch.to`` in
-  :mod:`reid.data.hdf5_dataset` calls it, on the device), so every image of a batch — clean
-  and occluded halves alike — goes through the same arithmetic. There is no per-image
-  normalisation that one half could skip (the bug of the paper's public code).
+  Normalisation happens once per *batch* (in the collate of :mod:`reid.data.hdf5_dataset`, or
+  on the device with :func:`normalize_batch`), so every image of a batch — clean and occluded
+  halves alike — goes through the same arithmetic. There is no per-image normalisation that
+  one half could skip (the bug of the paper's public code).
 * Determinism: the generator is created by the dataset from (seed, epoch, position in the
   epoch) — see :func:`item_rng` — so results do not depend on the number of workers.
 
@@ -238,15 +238,21 @@ def normalize_batch(
 ) -> torch.Tensor:
     """uint8 images [B, 3, H, W] -> float32 ``(x / 255 - mean) / std``, on the same device.
 
-    One fused affine map for the whole batch (x * a + b with a = 1 / (255 std),
-    b = -mean / std), so every image of the batch is normalised identically.
+    One affine map for the whole batch (x * a + b with a = 1 / (255 std), b = -mean / std),
+    so every image of the batch is normalised identically.
     """
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize_batch expects uint8 images, got {images.dtype} (already normalised?)")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+    return normalize_inplace(images.to(torch.float32), mean, std)
+
+
+def normalize_inplace(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """float32 pixel values in [0, 255], shape [B, 3, H, W] -> normalised, in place; returns it.
+
+    (In-place mul_/add_: several times faster on the CPU than a broadcast addcmul.)
+    """
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    scale = 1.0 / (255.0 * std_t)
-    shift = -mean_t / std_t
-    return torch.addcmul(shift, images.to(torch.float32), scale)
+    return images.mul_(1.0 / (255.0 * std_t)).add_(-mean_t / std_t)

@@ -92,8 +92,11 @@ def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: 
     for name, (xs, ys) in val.items():
         ax_val.plot(xs, ys, marker="o", markersize=3, linestyle="--" if name.endswith("mAP") else "-", label=name)
     ax_val.set_title("validation (%)" if val else "validation (none yet)")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

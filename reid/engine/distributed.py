@@ -147,7 +147,11 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo, find_unus
 def barrier(info: DistInfo) -> None:
     """Wait for every rank (no-op in one process)."""
     if info.distributed and dist.is_initialized():
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            # Name this process's GPU, or NCCL guesses it (and warns) from the rank.
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -157,15 +161,6 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     out = values.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / info.world_size
-
-
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is True on at least one (so that all ranks stop together)."""
-    if not info.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
 
 
 def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:

@@ -49,7 +49,8 @@ def format_header(report: "EvalReport") -> str:
     distance = report.distance if report.distance == "local" else f"{report.distance} ({report.metric})"
     extras = [name for name, on in (("re-ranked", report.rerank), ("flip-averaged", report.flip)) if on]
     extra = f", {', '.join(extras)}" if extras else ""
-    return f"gallery: {report.gallery}; distance: {distance}{extra}"
+    source = f"checkpoint: {report.checkpoint}; " if report.checkpoint else ""
+    return f"{source}gallery: {report.gallery}; distance: {distance}{extra}"
 
 
 def _atomic_write(path: Path, data: bytes, what: str) -> None:
@@ -90,10 +91,12 @@ def plot_cmc(report: "EvalReport", png_path: str | os.PathLike) -> Path:
     try:
         for row in report.rows:
             ranks = list(range(1, len(row.cmc) + 1))
-            ax.plot(ranks, [100.0 * v for v in row.cmc], label=f"{row.name} (R1 {_pct(row.r1)}%)", linewidth=1.5)
+            # Markers keep short curves (tiny galleries) and curves on the 100% line visible.
+            ax.plot(ranks, [100.0 * v for v in row.cmc], label=f"{row.name} (R1 {_pct(row.r1)}%)",
+                    linewidth=1.5, marker="o" if len(ranks) <= 20 else None, markersize=3)
         ax.set_xlabel("rank")
         ax.set_ylabel("matching rate (%)")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 102)
         ax.set_xlim(1, max([len(r.cmc) for r in report.rows] + [2]))
         ax.set_title(f"CMC, {format_header(report)}", fontsize=8)
         ax.grid(True, alpha=0.3)

@@ -60,14 +60,13 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -505,6 +504,8 @@ class TrainResult:
         best_score: the best validation score (mean of clean and occluded mAP), or None.
         interrupted: stopped by Ctrl-C (last.pt holds the position inside the epoch).
         message: for an interrupted run, what happened and how to resume.
+        model: the trained network (unwrapped from DDP, on the training device); on every
+            rank identical parameters and buffers after a distributed run.
     """
 
     run_dir: Path
@@ -516,6 +517,7 @@ class TrainResult:
     best_score: float | None = None
     interrupted: bool = False
     message: str = ""
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 def _holds_run(run_dir: Path) -> bool:
@@ -681,3 +683,273 @@ def train(config: TrainConfig, step_hook: StepHook | None = None) -> TrainResult
         D.cleanup_distributed(info)
 
 
+def _train(config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None) -> TrainResult:
+    return _Run(config, device, info, step_hook).run()
+
+
+def _package_version() -> str:
+    import reid
+
+    return str(getattr(reid, "__version__", ""))
+
+
+def _fmt_losses(values: dict[str, float]) -> str:
+    return ", ".join(f"{name}={values[name]:.4g}" for name in LOGGED_LOSSES if name in values)
+
+
+class _Run:
+    """One training session of one process: set-up, the epoch loop, checkpoints, Ctrl-C.
+
+    Position bookkeeping: ``epoch`` is the 0-based epoch in progress (or the next one) and
+    ``step_in_epoch`` the number of its steps already applied to the weights; a checkpoint
+    records both, and a resume skips those steps of that epoch.
+    """
+
+    def __init__(self, config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None) -> None:
+        self.config, self.device, self.info, self.step_hook = config, device, info, step_hook
+        self.run_dir = Path(config.out)
+        self.last_path = self.run_dir / LAST_CHECKPOINT
+        self.best_path = self.run_dir / BEST_CHECKPOINT
+
+        self.store = read_store(config.data)  # BadInputError: missing, not ours, no train split, damaged
+        labels = self.store.splits["train"].label
+        if labels is None or len(labels) == 0:
+            raise BadInputError(f"{config.data}: the train split is empty; regenerate the file with `occsim generate`")
+        if config.eval_every > 0:
+            from reid.engine.evaluator import expand_queries
+
+            expand_queries(config.eval_queries, self.store)  # a bad query set fails before training
+        _prepare_on_main(config, info)
+
+        self.loader = build_train_loader(
+            config.data, config.train_on, config.batch_p, config.batch_k, config.transform_config,
+            workers=config.workers, seed=config.seed, rank=info.rank, world_size=info.world_size,
+        )
+        self.steps_per_epoch = len(self.loader)
+        if config.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
+        self.model_config = ModelConfig(num_classes=int(labels.max()) + 1, arch=config.arch, last_stride=config.last_stride)
+        self.loss_config = config.loss_config
+        self.amp = resolve_amp(config.amp, device)
+        checkpoint = _load_resume(config, self.model_config, self.store) if config.resume else None
+
+        seed_everything(config.seed)  # the model initialisation
+        model = build_model(self.model_config, pretrained=None if checkpoint is not None else config.pretrained)
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint.state_dict, strict=True)
+        if config.alpha == 1.0:
+            model.obc_head.requires_grad_(False)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            model = model.to(device, memory_format=torch.channels_last)
+        else:
+            model = model.to(device)
+        self.model = model
+        self.optimizer = build_optimizer(model, config)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp.needs_scaler) if device.type == "cuda" else None
+        self.ddp_model = D.wrap_model(model, device, info, find_unused_parameters=config.alpha == 0.0)
+
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_score: float | None = None
+        self.last_record: dict[str, Any] = {}
+        self.pending_record: dict[str, Any] | None = None  # a finished epoch not yet in metrics.jsonl
+        if checkpoint is not None:
+            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+            if self.scaler is not None and checkpoint.scaler_state:
+                self.scaler.load_state_dict(checkpoint.scaler_state)
+            if checkpoint.rng_state:
+                set_rng_state(checkpoint.rng_state)
+            extra = checkpoint.extra
+            self.epoch, self.step_in_epoch = int(extra["epoch"]), int(extra.get("step_in_epoch", 0))
+            self.global_step = int(extra.get("global_step", 0))
+            best = extra.get("best_score")
+            self.best_score = float(best) if isinstance(best, (int, float)) else None
+            recorded_world = int(extra.get("world_size", 1))
+            if recorded_world != info.world_size and info.is_main:
+                logger.warning("resuming a %d-process run with %d processes: the global batch changes",
+                               recorded_world, info.world_size)
+        self._write_start()
+
+    # -------------------------------------------------------------------- files
+
+    def _write_start(self) -> None:
+        config, info = self.config, self.info
+        if info.is_main:
+            _write_json_atomic(self.run_dir / CONFIG_FILE, {
+                "train": config.to_dict(), "model": self.model_config.to_dict(),
+                "dataset_fingerprint": self.store.fingerprint, "world_size": info.world_size,
+                "package_version": _package_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            })
+            if config.resume:
+                _rewrite_metrics(self.run_dir / METRICS_FILE, self.epoch)
+                self.last_record = next(iter(read_metrics(self.run_dir / METRICS_FILE)[-1:]), {})
+                logger.info("resuming %s at epoch %d, step %d", self.run_dir, self.epoch + 1, self.step_in_epoch)
+            per_process = config.batch_p * config.batch_k * (2 if config.train_on == "both" else 1)
+            logger.info(
+                "training %s on %s (train-on %s, %d classes): %d epochs x %d steps, %d images per step and process, "
+                "%d process(es), device %s, amp %s -> %s",
+                config.arch, config.data, config.train_on, self.model_config.num_classes, config.epochs,
+                self.steps_per_epoch, per_process, info.world_size, self.device, self.amp.name, self.run_dir,
+            )
+        D.barrier(info)
+
+    def _save(self, path: Path, with_optimizer: bool = True) -> None:
+        """Checkpoint at the current position (rank 0 only)."""
+        config = self.config
+        extra = {
+            "config": config.to_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step, "input_size": list(config.input_size), "best_score": self.best_score,
+            "world_size": self.info.world_size,
+            "metrics": {k: v for k, v in self.last_record.items() if isinstance(v, (int, float))},
+        }
+        scaler_state = None
+        if with_optimizer and self.scaler is not None and self.scaler.is_enabled():
+            scaler_state = self.scaler.state_dict()
+        save_checkpoint(
+            path, self.model, self.model_config, self.store.fingerprint, extra=extra,
+            optimizer_state=self.optimizer.state_dict() if with_optimizer else None,
+            scheduler_state={"epoch": self.epoch, "lr": learning_rate(config, min(self.epoch, config.epochs - 1))},
+            scaler_state=scaler_state, rng_state=rng_state(),
+        )
+
+    def _log_record(self, record: dict[str, Any]) -> None:
+        _append_metrics(self.run_dir / METRICS_FILE, record)
+        plot_run_curves(self.run_dir / METRICS_FILE, self.run_dir / CURVES_FILE, title=self.run_dir.name)
+
+    # --------------------------------------------------------------------- loop
+
+    def run(self) -> TrainResult:
+        config, info = self.config, self.info
+        if self.epoch >= config.epochs and info.is_main:
+            logger.info("%s already trained %d epochs; raise --epochs to train further", self.run_dir, self.epoch)
+        with InterruptGuard() as guard:
+            try:
+                while self.epoch < config.epochs:
+                    record = self._run_epoch(guard)
+                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                    self.pending_record = record
+                    self._end_epoch(record)
+                    self.pending_record = None
+            except KeyboardInterrupt:
+                return self._interrupted()
+        D.broadcast_buffers(self.model, info)
+        return self._result()
+
+    def _result(self, interrupted: bool = False, message: str = "") -> TrainResult:
+        return TrainResult(
+            run_dir=self.run_dir, last_checkpoint=self.last_path,
+            best_checkpoint=self.best_path if self.best_path.is_file() else None,
+            epochs_completed=self.epoch, global_step=self.global_step, final_metrics=self.last_record,
+            best_score=self.best_score, interrupted=interrupted, message=message, model=self.model,
+        )
+
+    def _end_epoch(self, record: dict[str, Any]) -> None:
+        config, info = self.config, self.info
+        if config.eval_every > 0 and (self.epoch % config.eval_every == 0 or self.epoch == config.epochs):
+            # Plain BN under gloo keeps per-rank statistics: validate with rank 0's, as saved.
+            D.broadcast_buffers(self.model, info)
+            if info.is_main:
+                record["val"] = _validate(self.model, config, self.store, self.device, self.amp)
+            D.barrier(info)
+        self.last_record = record
+        if info.is_main:
+            score = record.get("val", {}).get("score")
+            improved = score is not None and math.isfinite(score) and (self.best_score is None or score > self.best_score)
+            if improved:
+                self.best_score = float(score)
+            self._save(self.last_path)
+            if improved:
+                self._save(self.best_path, with_optimizer=False)
+            self._log_record(record)
+            self.pending_record = None
+            _log_epoch(record, config.epochs, improved)
+        D.barrier(info)
+
+    def _run_epoch(self, guard: InterruptGuard) -> dict[str, Any]:
+        """Train epoch ``self.epoch`` from step ``self.step_in_epoch``; returns its metrics record."""
+        from tqdm.auto import tqdm
+
+        config, info, device = self.config, self.info, self.device
+        epoch, skip = self.epoch, self.step_in_epoch
+        self.loader.batch_sampler.set_epoch(epoch)
+        seed_everything(epoch_seed(config.seed, epoch, info.rank))
+        lr = learning_rate(config, epoch)
+        set_lr(self.optimizer, lr)
+        self.ddp_model.train()
+        sums = np.zeros(len(LOGGED_LOSSES))
+        steps = images = 0
+        bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=None if info.is_main else True, leave=False, dynamic_ncols=True)
+        start = time.perf_counter()
+        batches = iter(self.loader)
+        try:
+            for index, batch in enumerate(itertools.islice(batches, self.steps_per_epoch)):
+                if index < skip:  # a resumed epoch: these steps are already in the weights
+                    continue
+                batch = batch.to(device, non_blocking=True)
+                inputs = batch.images
+                if device.type == "cuda":
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                losses = forward_losses(self.ddp_model, inputs, batch.labels, batch.occluded, self.loss_config, self.amp)
+                # One small all-reduce: every rank logs the same means and stops on the same step.
+                values = D.all_reduce_mean(loss_vector(losses), info).tolist()
+                step = self.global_step + 1
+                if not all(math.isfinite(v) for v in values):
+                    raise TrainingDiverged(
+                        f"{config.out}: training diverged at step {step} (epoch {epoch + 1}, batch {index + 1}): "
+                        f"{_fmt_losses(dict(zip(LOGGED_LOSSES, values)))}; lower --lr (now {lr:g}) or check the data "
+                        f"({config.data}); "
+                        + (f"the last good checkpoint is {self.last_path}" if self.last_path.is_file()
+                           else "no checkpoint was written")
+                    )
+                with guard.critical():
+                    apply_gradients(losses.total, self.optimizer, self.scaler)
+                    self.global_step, self.step_in_epoch = step, index + 1
+                sums += values
+                steps += 1
+                images += len(batch) * info.world_size
+                bar.update(1)
+                means = sums / steps
+                bar.set_postfix_str(
+                    f"loss {means[0]:.3f} tri {means[1]:.3f}/{means[2]:.3f} id {means[3]:.3f} obc {means[4]:.3f}",
+                    refresh=False,
+                )
+                if self.step_hook is not None:
+                    self.step_hook(self.global_step, epoch, self.step_in_epoch)
+        finally:
+            bar.close()
+            del batches
+        seconds = time.perf_counter() - start
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr,
+                                  "images_per_s": images / seconds if seconds > 0 else 0.0, "seconds": seconds}
+        if steps:
+            record.update({name: float(v) for name, v in zip(LOGGED_LOSSES, sums / steps)})
+        return record
+
+    def _interrupted(self) -> TrainResult:
+        message = ""
+        if self.info.is_main:
+            if self.pending_record is not None:
+                self._log_record(self.pending_record)  # the epoch finished; keep its losses
+                self.pending_record = None
+            self._save(self.last_path)
+            where = (f"after epoch {self.epoch}" if self.step_in_epoch == 0
+                     else f"in epoch {self.epoch + 1}/{self.config.epochs} after {self.step_in_epoch} step(s)")
+            message = f"interrupted {where}; saved {self.last_path}; continue with: {_resume_hint(self.config)}"
+            logger.warning(message)
+        return self._result(interrupted=True, message=message)
+
+
+def _log_epoch(record: dict[str, Any], epochs: int, improved: bool) -> None:
+    text = (
+        f"epoch {record['epoch']}/{epochs}: loss {record.get('total', float('nan')):.4f} "
+        f"(tri {record.get('triplet_global', float('nan')):.4f}/{record.get('triplet_local', float('nan')):.4f}, "
+        f"id {record.get('id', float('nan')):.4f}, obc {record.get('obc', float('nan')):.4f}, "
+        f"obc acc {100 * record.get('obc_acc', float('nan')):.1f}%), lr {record['lr']:.2e}, "
+        f"{record['images_per_s']:.0f} img/s"
+    )
+    val = record.get("val")
+    if val:
+        parts = [f"{name} R1 {100 * s['R1']:.1f} mAP {100 * s['mAP']:.1f}" for name, s in val["queries"].items()]
+        text += f"; val {', '.join(parts)}; score {100 * val['score']:.2f}" + (" (best)" if improved else "")
+    logger.info(text)

@@ -78,7 +78,7 @@ def evaluate(
     q_camids: np.ndarray,
     g_camids: np.ndarray,
     max_rank: int = 50,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
     num_workers: int | None = None,
 ) -> EvalResult:
     """Evaluate a query-by-gallery distance matrix with the Market-1501 protocol.
@@ -91,7 +91,8 @@ def evaluate(
         max_rank: length of the CMC curve; if the gallery has fewer rows, that number is
             used instead (with a warning), as torchreid does.
         chunk_size: queries per chunk; peak extra memory is about
-            ``num_workers * (chunk_size * G * 10 bytes + 16 MiB)``.
+            ``num_workers * (chunk_size * G * 16 bytes + 16 MiB)`` (20 bytes for float64),
+            besides a float64 copy of the matrix if it is not floating point.
         num_workers: threads; None uses the available CPUs (at most 4).
 
     Returns:
@@ -294,8 +295,14 @@ def _count_below(keys: np.ndarray, thr: np.ndarray) -> np.ndarray:
     step = max(1, _CMP_BUDGET // max(1, n_max * num_g))
     for i in range(0, b, step):
         blk = keys[i : i + step, None, :] < thr[i : i + step, :, None]
-        out[i : i + step] = np.count_nonzero(blk, axis=2)
+        out[i : i + step] = _count_true(blk)
     return out
+
+
+def _count_true(blk: np.ndarray) -> np.ndarray:
+    """Trues along the last axis of a bool array; summing its uint8 view into int64 is
+    about 1.6x faster than np.count_nonzero(axis=...) (measured)."""
+    return blk.view(np.uint8).sum(axis=-1, dtype=np.int64)
 
 
 def _count_below_float(dm: np.ndarray, thr: np.ndarray, thr_col: np.ndarray) -> np.ndarray:
@@ -314,8 +321,8 @@ def _count_below_float(dm: np.ndarray, thr: np.ndarray, thr_col: np.ndarray) -> 
     for i in range(0, b, step):
         x = dm[i : i + step, None, :]
         y = thr[i : i + step, :, None]
-        lt[i : i + step] = np.count_nonzero(x < y, axis=2)
-        le[i : i + step] = np.count_nonzero(x <= y, axis=2)
+        lt[i : i + step] = _count_true(x < y)
+        le[i : i + step] = _count_true(x <= y)
     for i, t in zip(*np.nonzero(le > lt)):
         lt[i, t] += np.count_nonzero(dm[i, : thr_col[i, t]] == thr[i, t])
     return lt

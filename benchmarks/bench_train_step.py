@@ -1,0 +1,201 @@
+"""Benchmark of one training step of ``reid train`` beside the bare torchvision classifier.
+
+What is timed (issue 4, "Training step"): images per second and peak memory of the trainer's
+step — AlignedReID forward (global + local branch, identity and OBC heads, last stride 1),
+the multi-task loss (global and aligned-local TriHard, identity CE, OBC CE), the loss check
+the trainer does every step (one device sync), backward and an Adam step — on a P x K batch
+already on the device (the input pipeline has its own benchmark, bench_input_pipeline.py).
+
+Baseline, measured in the same run on the same batch: the bare torchvision classifier of
+the same depth (``torchvision.models.resnet50(num_classes=751)``, stride 2) with one
+cross-entropy loss, backward and an Adam step: the floor any re-ID trainer on that backbone
+sits on. The ratio ours / baseline is the price of AlignedReID's head and losses (and of
+last stride 1, which quadruples layer4's feature map).
+
+Batch: P=16 identities x K=4 images; ``--train-on both`` (the default, as ``reid train``)
+adds each image's occluded copy, so 128 images a step; ``--train-on clean`` gives 64.
+On CUDA both run with the trainer's AMP (bf16 autocast, or fp16 + GradScaler on GPUs
+without bf16) and channels-last; the GPU model is printed.
+
+Timing: both variants in one process, their steps interleaved (baseline, ours, baseline,
+...), so that load from other processes on a shared machine hits both alike; the median step
+per variant is reported. Memory: each variant again in its own subprocess for two untimed
+steps, so that its peak is its own: CUDA ``max_memory_allocated``, CPU the process's peak
+resident set (``ru_maxrss``), printed with the resident set just before the first step
+(torch, the model and the batch loaded) for reference.
+
+Run:  .venv/bin/python benchmarks/bench_train_step.py [--quick] [--steps N] [--device cpu|cuda]
+      (--quick: resnet18 at 128x64)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+NUM_CLASSES = 751  # Market-1501's training identities
+
+
+def _rss_mb() -> float:
+    """Current resident set of this process in MiB (Linux /proc)."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Variant:
+    """One of the two training steps on a shared batch (built in this process)."""
+
+    def __init__(self, name: str, args: argparse.Namespace, batch: tuple, device, amp) -> None:
+        import torch
+        import torchvision
+
+        from reid.losses import LossConfig
+        from reid.models import ModelConfig, build_model
+
+        self.name, self.batch, self.amp, self.device = name, batch, amp, device
+        memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        if name == "ours":
+            model = build_model(ModelConfig(num_classes=NUM_CLASSES, arch=args.arch), pretrained=None)
+        else:
+            model = getattr(torchvision.models, args.arch)(weights=None, num_classes=NUM_CLASSES)
+        self.model = model.to(device, memory_format=memory_format).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=3.5e-4, weight_decay=5e-4)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp.needs_scaler) if device.type == "cuda" else None
+        self.loss_config = LossConfig()
+
+    def step(self) -> float:
+        """One training step; returns its wall time in seconds (device synchronised)."""
+        import torch
+        from torch.nn import functional as F
+
+        from reid.engine.trainer import apply_gradients, forward_losses, loss_vector
+
+        images, labels, occluded = self.batch
+        start = time.perf_counter()
+        if self.name == "ours":
+            losses = forward_losses(self.model, images, labels, occluded, self.loss_config, self.amp)
+            values = loss_vector(losses).tolist()  # the trainer's per-step NaN check (one sync)
+            assert all(v == v for v in values)
+            apply_gradients(losses.total, self.optimizer, self.scaler)
+        else:
+            with self.amp.autocast():
+                logits = self.model(images)
+            apply_gradients(F.cross_entropy(logits.float(), labels), self.optimizer, self.scaler)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def _setup(args: argparse.Namespace):
+    import torch
+
+    from reid.engine.trainer import resolve_amp
+
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = resolve_amp(None, device)
+    height, width = args.size
+    pk = args.batch_p * args.batch_k
+    n = pk * (2 if args.train_on == "both" else 1)
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    images = torch.randn(n, 3, height, width, device=device).contiguous(memory_format=memory_format)
+    labels = torch.arange(args.batch_p, device=device).repeat_interleave(args.batch_k).repeat(n // pk)
+    occluded = torch.zeros(n, dtype=torch.bool, device=device)
+    occluded[pk:] = args.train_on == "both"
+    return device, amp, (images, labels, occluded)
+
+
+def measure_memory(args: argparse.Namespace) -> dict:
+    """Peak memory of two steps of one variant, alone in this process (untimed)."""
+    import torch
+
+    device, amp, batch = _setup(args)
+    variant = Variant(args.only, args, batch, device, amp)
+    rss_before = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):  # the second step also holds Adam's moments
+        variant.step()
+    if device.type == "cuda":
+        return {"peak_mb": torch.cuda.max_memory_allocated() / 2**20, "rss_before_mb": rss_before}
+    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": rss_before}
+
+
+def measure_time(args: argparse.Namespace) -> dict:
+    """Both variants in this process, their steps interleaved (A B A B ...) so that load from
+    other processes on a shared machine hits both alike; median step time per variant."""
+    import torch
+
+    device, amp, batch = _setup(args)
+    variants = [Variant(name, args, batch, device, amp) for name in ("baseline", "ours")]
+    for _ in range(args.warmup):
+        for variant in variants:
+            variant.step()
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(args.steps):
+        for variant in variants:
+            times[variant.name].append(variant.step())
+    n = len(batch[0])
+    out = {"device": str(device), "images": n, "amp": amp.name, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    for name, values in times.items():
+        values.sort()
+        out[name] = {"median_s": values[len(values) // 2], "min_s": values[0], "images_per_s": n / values[len(values) // 2]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="resnet18 at 128x64 (a smoke run)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (median reported)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--batch-p", type=int, default=16)
+    ap.add_argument("--batch-k", type=int, default=4)
+    ap.add_argument("--train-on", default="both", choices=["both", "clean"])
+    ap.add_argument("--only", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.arch, args.size = ("resnet18", (128, 64)) if args.quick else ("resnet50", (256, 128))
+    if args.only:
+        print(json.dumps(measure_memory(args)))
+        return
+
+    timing = measure_time(args)
+    memory = {}
+    for variant in ("baseline", "ours"):
+        command = [sys.executable, __file__, "--only", variant, "--device", args.device, "--batch-p", str(args.batch_p),
+                   "--batch-k", str(args.batch_k), "--train-on", args.train_on] + (["--quick"] if args.quick else [])
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        if proc.returncode != 0:
+            sys.exit(f"{variant} memory run failed:\n{proc.stderr[-3000:]}")
+        memory[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours, base = timing["ours"], timing["baseline"]
+    where = timing.get("gpu", f"CPU, {timing['threads']} torch threads")
+    print(f"training step, {args.arch} at {args.size[0]}x{args.size[1]}, P={args.batch_p} K={args.batch_k} "
+          f"train-on {args.train_on} = {timing['images']} images, {where}, amp {timing['amp']}, "
+          f"median of {args.steps} interleaved steps after {args.warmup} warm-up")
+    peak = "peak MiB" if timing["device"].startswith("cuda") else "peak RSS MiB"
+    print(f"{'variant':<46} {'s/step':>8} {'images/s':>9} {peak:>12} {'RSS before':>10}")
+    names = {"baseline": f"torchvision {args.arch} classifier, CE (floor)", "ours": "AlignedReID + OBC, multi-task loss"}
+    for key in ("baseline", "ours"):
+        t, m = timing[key], memory[key]
+        print(f"{names[key]:<46} {t['median_s']:>8.3f} {t['images_per_s']:>9.1f} {m['peak_mb']:>12.0f} "
+              f"{m['rss_before_mb']:>10.0f}")
+    print(f"ratio ours / baseline: throughput {ours['images_per_s'] / base['images_per_s']:.2f}x, "
+          f"peak memory {memory['ours']['peak_mb'] / memory['baseline']['peak_mb']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

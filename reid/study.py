@@ -1,0 +1,420 @@
+"""`reid study`: the paper's experiments as named grids of training runs, into one report.
+
+Grids (each cell = one training run, evaluated on clean and occluded queries against the
+clean gallery with the one evaluation protocol in :mod:`reid.metrics.protocol`):
+
+- ``table1``: the paper's Table 1 plus the row it leaves open --
+  AlignedReID trained on clean images (alpha = 1, the paper's baseline),
+  AlignedReID trained on clean + occluded images without OBC (alpha = 1, ``both``), and
+  AlignedReID + OBC (alpha = 0.8, ``both``). The middle row separates the gain of the OBC
+  loss from the gain of simply seeing occluded images.
+- ``alpha``: a sweep over alpha (paper section 6.5). Selection happens on a validation file
+  carved from the *training* identities (:func:`occsim.validation.carve_validation`); the
+  test split is reported beside it for reference, never used to choose.
+- ``occluders``: train on one occluder type, test on every type (paper section 6.4).
+
+Every cell evaluates the *last* checkpoint of its run (training runs with ``eval_every=0``):
+the trainer's best.pt is chosen on the query/gallery split, which is the test split here.
+
+Runs resume: a cell whose ``result.json`` exists is not trained again, and a cell whose run
+was interrupted continues from its last.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from occsim.errors import BadInputError
+from occsim.store import StoreInfo, read_store
+from occsim.validation import carve_validation
+from reid.engine.runs import LAST_CHECKPOINT
+from reid.engine.trainer import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+GRIDS: tuple[str, ...] = ("table1", "alpha", "occluders")
+DEFAULT_ALPHAS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.6, 0.4)
+# The paper's Table 1, CMC@10 in percent: (Market-1501, Occluded Market-1501).
+PAPER_TABLE1: dict[str, tuple[float, float]] = {"aligned-clean": (95.61, 18.20), "aligned-obc": (77.40, 30.94)}
+RESULT_FILE = "result.json"
+METRICS: tuple[str, ...] = ("r1", "r5", "r10", "mAP", "mINP")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of a grid.
+
+    Attributes:
+        name: folder-safe identifier ("aligned-obc").
+        label: what the report calls it ("AlignedReID + OBC").
+        alpha: L = alpha * L_T + (1 - alpha) * L_O.
+        train_on: "clean", "occluded" or "both".
+        train_occluders: occluder types whose copies the run trains on; empty = every type.
+        on_validation: train on the validation file (train identities minus the held-out ones).
+    """
+
+    name: str
+    label: str
+    alpha: float
+    train_on: str
+    train_occluders: tuple[str, ...] = ()
+    on_validation: bool = False
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A study: which grid, on which data, with which training options for every cell.
+
+    Attributes:
+        grid: one of :data:`GRIDS`.
+        data: the occluded-reid HDF5 file.
+        out: the report folder.
+        base: the training options every cell starts from (arch, size, epochs, batch, ...).
+        seeds: one run per cell and seed; the report gives mean +- std over seeds.
+        alphas: the alpha grid's values.
+        val_fraction: share of training identities held out for the alpha grid's selection.
+        device: evaluation device ("auto", "cpu", "cuda").
+        saliency: draw Grad-CAM sheets for the table1 grid (baseline vs OBC).
+    """
+
+    grid: str
+    data: Path
+    out: Path
+    base: TrainConfig
+    seeds: tuple[int, ...] = (0,)
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    val_fraction: float = 0.2
+    device: str = "auto"
+    saliency: bool = True
+
+    def __post_init__(self) -> None:
+        if self.grid not in GRIDS:
+            raise BadInputError(f"study grid {self.grid!r}: use one of {', '.join(GRIDS)}")
+        if not self.seeds:
+            raise BadInputError("--seeds: give at least one seed")
+        if any(not 0.0 <= a <= 1.0 for a in self.alphas):
+            raise BadInputError(f"--alphas {list(self.alphas)}: each must be between 0 and 1")
+
+
+@dataclass
+class StudyReport:
+    """What :func:`run_study` returns: where the report is and the tables it printed."""
+
+    out: Path
+    report_md: Path
+    results_json: Path
+    tables: str
+    figures: list[Path] = field(default_factory=list)
+    trained: int = 0
+    reused: int = 0
+
+
+# --------------------------------------------------------------------------- the grids
+
+
+def grid_cells(config: StudyConfig, store: StoreInfo) -> list[Cell]:
+    """The cells of ``config.grid`` for the occluder types present in ``store``."""
+    if config.grid == "table1":
+        return [
+            Cell("aligned-clean", "AlignedReID (clean)", 1.0, "clean"),
+            Cell("aligned-both", "AlignedReID + occluded data", 1.0, "both"),
+            Cell("aligned-obc", "AlignedReID + OBC", 0.8, "both"),
+        ]
+    if config.grid == "alpha":
+        return [Cell(f"alpha-{alpha:g}", f"alpha = {alpha:g}", alpha, "both", on_validation=True)
+                for alpha in config.alphas]
+    types = store.split("train").occ_types_present()
+    if len(types) < 2:
+        raise BadInputError(f"{store.path}: the occluders grid needs several occluder types in the train split, "
+                            f"found {types or 'none'}; regenerate with `occsim generate --type mean,black,random`")
+    return [Cell(f"train-{t}", f"trained on {t}", config.base.alpha, "both", train_occluders=(t,)) for t in types]
+
+
+def occluded_focus(store: StoreInfo) -> str:
+    """The occluded query set Table 1 reports: mean-colour (the paper's) when present."""
+    types = store.split("query").occ_types_present()
+    if not types:
+        raise BadInputError(f"{store.path}: the query split has no occluded rows; regenerate with `occsim generate` "
+                            "(its default occludes train and query)")
+    return "occluded:mean" if "mean" in types else f"occluded:{types[0]}"
+
+
+# --------------------------------------------------------------------------- running a cell
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def cell_dir(out: Path, cell: Cell, seed: int) -> Path:
+    return out / "cells" / f"{cell.name}-seed{seed}"
+
+
+def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_files: dict[str, Path]) -> tuple[dict[str, Any], bool]:
+    """Train one cell (or reuse its finished result) and evaluate its last checkpoint.
+
+    Args:
+        train_data: the file the run trains on.
+        eval_files: role ("test", "validation") -> file whose query/gallery splits it is evaluated on.
+
+    Returns:
+        (result dict as written to result.json, True when it was trained now).
+    """
+    from reid.engine.evaluator import evaluate_model
+    from reid.engine.features import input_size_from_extra
+    from reid.engine.trainer import train
+    from reid.models.checkpoint import load_model
+
+    folder = cell_dir(config.out, cell, seed)
+    result_path = folder / RESULT_FILE
+    if result_path.is_file():
+        logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
+        return json.loads(result_path.read_text()), False
+    folder.mkdir(parents=True, exist_ok=True)
+    run_dir = folder / "run"
+    resume = (run_dir / LAST_CHECKPOINT).is_file()
+    train_config = replace(
+        config.base, data=str(train_data), out=str(run_dir), alpha=cell.alpha, train_on=cell.train_on,
+        train_occluders=cell.train_occluders, seed=seed, eval_every=0, resume=resume, force=not resume,
+    )
+    logger.info("%s (seed %d): %s", cell.label, seed, "resuming" if resume else "training")
+    trained = train(train_config)
+    if trained.interrupted:
+        raise KeyboardInterrupt(trained.message)
+    model, checkpoint = load_model(trained.last_checkpoint, device="cpu")
+    input_size = input_size_from_extra(checkpoint.extra)
+    evaluations = {}
+    for role, path in eval_files.items():
+        report = evaluate_model(model, path, queries=("all",), gallery="clean", device=config.device, input_size=input_size)
+        evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
+                                        "cmc": [float(v) for v in row.cmc]}
+                             for row in report.rows}
+    result = {
+        "cell": cell.name, "label": cell.label, "seed": seed, "alpha": cell.alpha, "train_on": cell.train_on,
+        "train_occluders": list(cell.train_occluders), "train_data": str(train_data),
+        "checkpoint": str(trained.last_checkpoint), "epochs": trained.epochs_completed,
+        "train_metrics": trained.final_metrics, "evaluations": evaluations,
+    }
+    _write_json_atomic(result_path, result)
+    return result, True
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def aggregate(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample std) of ``values``; std is 0 for a single value."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def fmt(values: Sequence[float]) -> str:
+    """Percentages: "87.50" for one seed, "87.50 ± 1.20" for several."""
+    mean, std = aggregate([100.0 * v for v in values])
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def metric_values(results: list[dict[str, Any]], role: str, query: str, metric: str) -> list[float]:
+    return [r["evaluations"][role][query][metric] for r in results]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table1_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]]], focus: str) -> str:
+    header = ["model", "train on", "α", "clean R1", "clean R10", "clean mAP",
+              f"{focus} R1", f"{focus} R10", f"{focus} mAP", "paper CMC10 clean / occluded"]
+    rows = []
+    for cell in cells:
+        runs = results[cell.name]
+        paper = PAPER_TABLE1.get(cell.name)
+        rows.append([
+            cell.label, cell.train_on, f"{cell.alpha:g}",
+            *(fmt(metric_values(runs, "test", "clean", m)) for m in ("r1", "r10", "mAP")),
+            *(fmt(metric_values(runs, "test", focus, m)) for m in ("r1", "r10", "mAP")),
+            f"{paper[0]:.2f} / {paper[1]:.2f}" if paper else "—",
+        ])
+    return markdown_table(header, rows)
+
+
+def validation_score(result: dict[str, Any]) -> float:
+    """Mean of clean and occluded mAP on the validation file: what the alpha grid selects on."""
+    evaluation = result["evaluations"]["validation"]
+    occluded = [v["mAP"] for k, v in evaluation.items() if k.startswith("occluded")]
+    return 0.5 * (evaluation["clean"]["mAP"] + float(np.mean(occluded)))
+
+
+def alpha_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]]], focus: str) -> tuple[str, Cell]:
+    scores = {c.name: aggregate([validation_score(r) for r in results[c.name]])[0] for c in cells}
+    best = max(cells, key=lambda c: scores[c.name])
+    header = ["α", "val score", "val clean mAP", f"val {focus} mAP", "test clean R1", "test clean mAP",
+              f"test {focus} R1", f"test {focus} mAP", "selected"]
+    rows = []
+    for cell in cells:
+        runs = results[cell.name]
+        rows.append([
+            f"{cell.alpha:g}", f"{100 * scores[cell.name]:.2f}",
+            fmt(metric_values(runs, "validation", "clean", "mAP")), fmt(metric_values(runs, "validation", focus, "mAP")),
+            fmt(metric_values(runs, "test", "clean", "r1")), fmt(metric_values(runs, "test", "clean", "mAP")),
+            fmt(metric_values(runs, "test", focus, "r1")), fmt(metric_values(runs, "test", focus, "mAP")),
+            "**yes**" if cell is best else "",
+        ])
+    return markdown_table(header, rows), best
+
+
+def occluders_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]]], queries: list[str]) -> str:
+    header = ["trained on \\ query", *queries]
+    rows = []
+    for cell in cells:
+        runs = results[cell.name]
+        rows.append([cell.train_occluders[0],
+                     *(f"{fmt(metric_values(runs, 'test', q, 'r1'))} / {fmt(metric_values(runs, 'test', q, 'mAP'))}"
+                       for q in queries)])
+    return markdown_table(header, rows) + "\n\nEach entry: R1 / mAP (%)."
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_cmc_curves(cells: list[Cell], results: dict[str, list[dict[str, Any]]], focus: str, png: Path) -> Path:
+    """CMC curves of every cell (first seed): clean queries solid, occluded dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, cell in enumerate(cells):
+        evaluation = results[cell.name][0]["evaluations"]["test"]
+        colour = f"C{index}"
+        for query, style in (("clean", "-"), (focus, "--")):
+            cmc = 100 * np.asarray(evaluation[query]["cmc"])
+            ax.plot(np.arange(1, len(cmc) + 1), cmc, style, color=colour, label=f"{cell.label} — {query}")
+    ax.set(xlabel="rank", ylabel="matching rate (%)", title="CMC, test split, clean gallery", xlim=(1, 20), ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def plot_alpha_curve(cells: list[Cell], results: dict[str, list[dict[str, Any]]], focus: str, png: Path) -> Path:
+    """mAP against alpha: validation score (selection) and test clean / occluded mAP (reference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(cells, key=lambda c: c.alpha)
+    alphas = [c.alpha for c in ordered]
+    series = {
+        "validation score": [aggregate([validation_score(r) for r in results[c.name]])[0] for c in ordered],
+        "test clean mAP": [aggregate(metric_values(results[c.name], "test", "clean", "mAP"))[0] for c in ordered],
+        f"test {focus} mAP": [aggregate(metric_values(results[c.name], "test", focus, "mAP"))[0] for c in ordered],
+    }
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in series.items():
+        ax.plot(alphas, [100 * v for v in values], "o-", label=name)
+    ax.set(xlabel="α (1 = no OBC loss)", ylabel="mAP (%)", title="α sweep")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def run_study(config: StudyConfig) -> StudyReport:
+    """Run (or resume) every cell of the grid and write report.md, results.json and figures."""
+    store = read_store(config.data)
+    focus = occluded_focus(store)
+    cells = grid_cells(config, store)
+    config.out.mkdir(parents=True, exist_ok=True)
+    eval_files: dict[str, Path] = {"test": config.data}
+    validation_file = None
+    if any(c.on_validation for c in cells):
+        validation_file = config.out / "validation.h5"
+        if not validation_file.is_file():
+            carve_validation(config.data, validation_file, fraction=config.val_fraction, seed=config.base.seed)
+    results: dict[str, list[dict[str, Any]]] = {}
+    trained = reused = 0
+    for cell in cells:
+        train_data = validation_file if cell.on_validation else config.data
+        files = {**eval_files, "validation": validation_file} if cell.on_validation else eval_files
+        results[cell.name] = []
+        for seed in config.seeds:
+            result, was_trained = run_cell(cell, seed, config, train_data, files)
+            results[cell.name].append(result)
+            trained += was_trained
+            reused += not was_trained
+
+    figures = [plot_cmc_curves(cells, results, focus, config.out / "cmc.png")]
+    sections = [f"# Study `{config.grid}`", "",
+                f"Data: `{config.data}` (fingerprint `{store.fingerprint[:12]}`), seeds {list(config.seeds)}, "
+                f"arch {config.base.arch}, input {config.base.input_size[0]}x{config.base.input_size[1]}, "
+                f"{config.base.epochs} epochs, P×K = {config.base.batch_p}×{config.base.batch_k}. "
+                "Queries against the clean gallery; values in %.", ""]
+    if config.grid == "table1":
+        table = table1_markdown(cells, results, focus)
+        sections += ["## Table 1", "", table, "",
+                     "The paper reports CMC@10 only (its Table 1); our R10 columns are the same measure.", ""]
+    elif config.grid == "alpha":
+        table, best = alpha_markdown(cells, results, focus)
+        figures.append(plot_alpha_curve(cells, results, focus, config.out / "alpha.png"))
+        sections += ["## α sweep", "", table, "",
+                     f"Selected on the validation file carved from the training identities: **α = {best.alpha:g}**. "
+                     "Test-split columns are for reference only.", ""]
+    else:
+        queries = ["clean", *(f"occluded:{t}" for t in store.split("query").occ_types_present())]
+        table = occluders_markdown(cells, results, queries)
+        sections += ["## Train × test occluder types", "", table, ""]
+    if config.grid == "table1" and config.saliency:
+        sheets, mass_table = draw_table1_saliency(config, cells, results, focus)
+        figures += sheets
+        sections += ["## Where the models look (Grad-CAM on occluded queries)", "", mass_table, ""]
+    sections += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(config.out)})" for p in figures] + [""]
+    report_md = config.out / "report.md"
+    results_json = config.out / "results.json"
+    _write_json_atomic(results_json, {"grid": config.grid, "data": str(config.data), "fingerprint": store.fingerprint,
+                                      "focus": focus, "seeds": list(config.seeds), "base": config.base.to_dict(),
+                                      "cells": results})
+    report_md.write_text("\n".join(sections))
+    return StudyReport(out=config.out, report_md=report_md, results_json=results_json, tables=table,
+                       figures=figures, trained=trained, reused=reused)
+
+
+def draw_table1_saliency(config: StudyConfig, cells: list[Cell], results: dict[str, list[dict[str, Any]]],
+                         focus: str, n: int = 8) -> tuple[list[Path], str]:
+    """Grad-CAM sheets of every Table-1 model (first seed) on the same occluded queries.
+
+    Returns:
+        (the contact sheet PNG in a list, the box-mass table as Markdown).
+    """
+    from reid.saliency import run_saliency
+
+    checkpoints = [results[c.name][0]["checkpoint"] for c in cells]
+    report = run_saliency(config.data, checkpoints, config.out / "saliency", names=[c.name for c in cells],
+                          n=n, seed=config.base.seed, occ_type=focus.split(":", 1)[1], device=config.device)
+    chance = float(np.mean([image["area_share"] for image in report.summary["per_image"]]))
+    rows = [[m["name"], "n/a" if m["mean_box_mass"] is None else f"{100 * m['mean_box_mass']:.1f}",
+             "n/a" if m["lift"] is None else f"{m['lift']:.2f}"] for m in report.summary["models"]]
+    table = markdown_table(["model", "saliency mass inside the box (%)", "lift over the box's area share"], rows)
+    table += f"\n\nChance level (the box's share of the image): {100 * chance:.1f} %, over {len(report.summary['per_image'])} occluded queries."
+    return [report.figures[-1]], table
