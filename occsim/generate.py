@@ -13,7 +13,13 @@ How the work is split:
    stored size (INTER_AREA when shrinking, INTER_LINEAR when growing) and occlude chunks of
    images; the one writer (this process) streams the blocks into the HDF5 file as they come
    back, in order, through :class:`occsim.store.StoreWriter`, which renames the file into
-   place only when it is complete.
+   place only when it is complete. The pixels travel through a ring of slot files in
+   /dev/shm rather than loky's pipe (see :class:`_Spool`; the pipe costs more CPU than the
+   decoding), and the ring bounds how many chunks wait for the writer.
+
+Interruptions: SIGINT and SIGTERM become KeyboardInterrupt while a run is going; the
+temporary HDF5 file and the slot folder are removed and the workers killed. After a SIGKILL
+the next run sweeps the dead run's slot folder.
 
 Occlusion is applied after resizing, so boxes are in stored pixels and ``patch=50`` hides
 50x50 of a 128x64 image, as the paper did on Market's native crops.
@@ -47,7 +53,7 @@ from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
 from occsim.errors import BadInputError
-from occsim.occluders import OCCLUDERS, Box, OccluderParams, fill_box, get_occluder
+from occsim.occluders import OCCLUDERS, OccluderParams, fill_box, get_occluder
 from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, SPLITS, occ_type_code
 from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
 from occsim.store import SplitManifest, StoreWriter, check_output_path
@@ -136,7 +142,7 @@ class GenerateConfig:
         """What the file records: everything that shapes its contents, nothing machine-specific.
 
         Leaves out ``workers``, ``force``, ``chunk_size`` and ``progress`` (they do not change
-        the bytes) and records the source folder's name, not its absolute path, so that the
+        the contents) and records the source folder's name, not its absolute path, so that the
         fingerprint is the same on every machine.
         """
         return {
@@ -210,7 +216,7 @@ def decode_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray | N
         (unreadable, zero bytes, truncated JPEG, not an image).
     """
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=0) as fh:  # unbuffered: one read of the whole file
             data = fh.read()
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror})"
@@ -271,23 +277,32 @@ class _Slot:
         counter: file holding the number of chunks the writer has consumed (int64).
         wait_for: the chunk may be written once the writer has consumed this many chunks,
             i.e. when the previous user of the slot is done with it.
+        writer_pid: the writer's process, the workers' parent.
     """
 
     path: str
     counter: str
     wait_for: int
+    writer_pid: int
 
 
 SLOT_WAIT_S = 600.0  # a writer that consumes nothing for this long is gone
 
 
 def _wait_for_slot(slot: _Slot) -> None:
+    """Block until the writer is done with the slot's previous chunk.
+
+    Raises RuntimeError if the writer process is gone (killed: this worker was orphaned) or
+    consumed nothing for :data:`SLOT_WAIT_S`, so that a worker never outlives its run.
+    """
     if slot.wait_for <= 0:
         return
     deadline = time.monotonic() + SLOT_WAIT_S
     fd = os.open(slot.counter, os.O_RDONLY)
     try:
         while int.from_bytes(os.pread(fd, 8, 0), "little") < slot.wait_for:
+            if os.getppid() != slot.writer_pid:  # loky workers are the writer's children
+                raise RuntimeError("the writer process is gone")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the writer consumed no chunk for {SLOT_WAIT_S:.0f} s")
             time.sleep(0.001)
@@ -339,6 +354,7 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
         elif os.pwrite(fd, image, (copy * n + i) * row_bytes) != row_bytes:
             raise _SlotFull
 
+    box_lists = boxes.tolist()  # [T][n][4] Python ints: cheaper to index than the array
     try:
         for i, rel in enumerate(paths):
             image, reason = decode_image(os.path.join(root, rel), image_size)
@@ -349,8 +365,7 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
             for t, fill_colour in enumerate(fills):
                 if fill_colour not in colours:
                     colours[fill_colour] = fill_colour(image)
-                box: Box = tuple(int(v) for v in boxes[t, i])  # type: ignore[assignment]
-                put(1 + t, i, fill_box(image, box, colours[fill_colour], out=scratch))
+                put(1 + t, i, fill_box(image, box_lists[t][i], colours[fill_colour], out=scratch))
     except (_SlotFull, OSError) as exc:
         if slot is None or (isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT)):
             raise
@@ -391,31 +406,56 @@ def resolve_source(src: Path | None, workers: int = 1, echo: Callable[[str], Non
     return DEFAULT_SYNTHETIC
 
 
+class _StopSignal:
+    """Remembers an interrupting signal.
+
+    The handler raises KeyboardInterrupt, but Python drops an exception raised while a
+    weakref callback or ``__del__`` runs, so the main loop also calls :meth:`check` after
+    every chunk.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def check(self) -> None:
+        if self.signum:
+            raise KeyboardInterrupt(f"signal {self.signum}")
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a plain ``kill``) into KeyboardInterrupt so the clean-up code runs."""
+def _stop_on_signals() -> Iterator[_StopSignal]:
+    """SIGINT (Ctrl-C) and SIGTERM (a plain ``kill``) stop the run through KeyboardInterrupt,
+    so that the clean-up code runs (temporary file, spool folder, workers)."""
+    stop = _StopSignal()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
 
     def interrupt(signum: int, frame: Any) -> None:
+        stop.signum = signum
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
 def _parallel(n_workers: int, tasks: Iterable[Any]) -> Iterator[Iterator[Any]]:
     """Results of ``tasks`` in order, computed by ``n_workers`` loky processes (in-process for 1).
 
-    At most two tasks per worker are in flight, so memory stays bounded. Leaving the block
-    early (an error, Ctrl-C) cancels the remaining tasks and kills the busy workers.
+    Two tasks per worker are dispatched ahead, one at a time (what bounds the pixels in flight
+    is the slot ring, see :class:`_Spool`). Leaving the block early (an error, Ctrl-C) cancels
+    the remaining tasks and kills the busy workers.
     """
-    results = Parallel(n_jobs=n_workers, backend="loky", return_as="generator", pre_dispatch="2*n_jobs")(tasks)
+    # batch_size=1: a task is already a chunk, and the slot ring (see _Spool) relies on each
+    # task being sent back on its own, in order -- an auto-sized batch holding chunk k and
+    # k + n_slots would wait for itself.
+    results = Parallel(n_jobs=n_workers, backend="loky", return_as="generator", pre_dispatch="2*n_jobs",
+                       batch_size=1)(tasks)
     try:
         yield results
     finally:
@@ -425,29 +465,28 @@ def _parallel(n_workers: int, tasks: Iterable[Any]) -> Iterator[Iterator[Any]]:
 
 
 SPOOL_PREFIX = "occsim-spool-"
+SPOOL_BUDGET = 256 * 2**20  # bytes of slot files beyond one chunk per worker (+2)
 
 
 class _Spool:
     """A ring of slot files through which the workers hand pixels to the writer.
 
-    Lives in RAM-backed /dev/shm when there is one (else the temporary folder), in a private
-    folder removed on the way out; folders left by a killed run are removed the next time.
+    Lives in a private folder of RAM-backed /dev/shm when it has room (else of the temporary
+    folder), removed on the way out; folders left by a killed run are removed the next time.
     Chunk ``k`` goes to slot ``k % n_slots`` once the writer has consumed chunk
     ``k - n_slots`` (:func:`_wait_for_slot`): joblib dispatches tasks without waiting for the
     consumer, so this is what bounds the pixels in flight to ``n_slots`` chunks.
     """
 
-    def __init__(self, n_slots: int) -> None:
-        self.n_slots = n_slots
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-        _remove_stale_spools(base)
-        self.folder = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=base)
+    def __init__(self, folder: str, n_slots: int) -> None:
+        self.folder, self.n_slots = folder, n_slots
         self.counter = os.path.join(self.folder, "consumed")
         self._counter_fd = os.open(self.counter, os.O_RDWR | os.O_CREAT, 0o600)
         self.consumed(0)
 
     def slot(self, k: int) -> _Slot:
-        return _Slot(os.path.join(self.folder, f"slot{k % self.n_slots}.raw"), self.counter, k - self.n_slots + 1)
+        return _Slot(os.path.join(self.folder, f"slot{k % self.n_slots}.raw"), self.counter,
+                     k - self.n_slots + 1, os.getpid())
 
     def read(self, k: int, shape: tuple[int, ...]) -> np.ndarray:
         """Chunk ``k``'s block, mapped read-only from its slot file (valid until :meth:`consumed`)."""
@@ -463,23 +502,48 @@ class _Spool:
 
 
 @contextlib.contextmanager
-def _spool(n_workers: int) -> Iterator[_Spool | None]:
-    """A :class:`_Spool` with two slots per worker plus two, or None in-process (one worker)."""
+def _spool(n_workers: int, chunk_bytes: int) -> Iterator[_Spool | None]:
+    """A :class:`_Spool` for ``n_workers`` workers and chunks of ``chunk_bytes`` pixels, or
+    None (the pixels go through the pipe) in-process or when no folder has room."""
     if n_workers <= 1:
         yield None
         return
-    spool = _Spool(2 * n_workers + 2)
+    n_slots = max(n_workers + 2, min(2 * n_workers + 2, SPOOL_BUDGET // max(1, chunk_bytes)))
+    folder = None
+    for base in ("/dev/shm", tempfile.gettempdir()):
+        with contextlib.suppress(OSError):
+            _remove_stale_spools(base)
+            free = os.statvfs(base)
+            if free.f_bavail * free.f_frsize > 2 * n_slots * chunk_bytes:  # keep room for others
+                folder = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=base)
+                break
+    if folder is None:
+        logger.debug("no room for a %d-slot spool: pixels go through the pipe", n_slots)
+        yield None
+        return
+    spool = _Spool(folder, n_slots)
     try:
         yield spool
     finally:
         spool.close()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove_stale_spools(base: str) -> None:
+    """Remove the spool folders of runs whose process is gone (killed with SIGKILL)."""
     with contextlib.suppress(OSError):
         for name in os.listdir(base):
             pid = name[len(SPOOL_PREFIX):].split("-", 1)[0] if name.startswith(SPOOL_PREFIX) else ""
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
@@ -492,7 +556,7 @@ def _bad_image_error(root: Path, path: str, reason: str) -> BadInputError:
                          f"or pass --skip-bad to skip unreadable images")
 
 
-def _find_bad_images(source: Source, config: GenerateConfig, n_workers: int) -> list[SkippedImage]:
+def _find_bad_images(source: Source, config: GenerateConfig, n_workers: int, stop: _StopSignal) -> list[SkippedImage]:
     """Decode every image once (in the workers) and list those that cannot be used."""
     root, in_worker = str(source.root.resolve()), n_workers > 1
     paths = [r.path for records in source.splits.values() for r in records]
@@ -501,6 +565,7 @@ def _find_bad_images(source: Source, config: GenerateConfig, n_workers: int) -> 
     skipped: list[SkippedImage] = []
     with _parallel(n_workers, tasks) as results:
         for failures in results:
+            stop.check()
             skipped.extend(SkippedImage(path, reason) for path, reason in failures)
     return skipped
 
@@ -552,10 +617,10 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
     if not types or not config.occluded_splits:
         logger.warning("no occluder type or no occluded split: the file will hold clean rows only")
 
-    with _sigterm_as_interrupt():
+    with _stop_on_signals() as stop:
         skipped: list[SkippedImage] = []
         if config.skip_bad:
-            skipped = _find_bad_images(source, config, n_workers)
+            skipped = _find_bad_images(source, config, n_workers, stop)
             for bad in skipped:
                 logger.warning("skipping %s: %s", source.root / bad.path, bad.reason)
             source = source.without({bad.path for bad in skipped})
@@ -569,12 +634,17 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
         plan_tasks = (delayed(_plan_boxes)(config.seed, SPLITS.index(s), a, b - a, split_types[s],
                                            config.occluder, image_size) for s, a, b in plans)
         with _parallel(n_workers, plan_tasks) as results:
-            chunk_boxes = list(results)  # [T, b - a, 4] per entry of plans
+            chunk_boxes = []  # [T, b - a, 4] per entry of plans
+            for boxes in results:
+                stop.check()
+                chunk_boxes.append(boxes)
         manifests = {s: _build_manifest(s, source, split_types[s],
                                         np.concatenate([bx for (p, _, _), bx in zip(plans, chunk_boxes) if p == s], axis=1))
                      for s in SPLITS}
 
-        with StoreWriter(out, image_size=image_size, force=config.force) as writer, _spool(n_workers) as spool, \
+        chunk_bytes = config.chunk_size * (1 + len(types)) * image_size[0] * image_size[1] * 3
+        with StoreWriter(out, image_size=image_size, force=config.force) as writer, \
+                _spool(n_workers, chunk_bytes) as spool, \
                 tqdm(total=len(source), unit="img", desc="generate", disable=None if config.progress else True) as bar:
             for split in SPLITS:
                 writer.add_split(split, manifests[split])
@@ -596,6 +666,7 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
                     if spool:
                         spool.consumed(k + 1)
                     bar.update(b - a)
+                    stop.check()
             fingerprint = writer.finish(source=source.name, seed=int(config.seed),
                                         generator_args=config.generator_args(source, (s.path for s in skipped)))
 

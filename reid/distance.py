@@ -11,15 +11,17 @@ Two code paths for the aligned distance:
   out-of-place torch operations, so gradients flow through the stripe distances and the
   ``min`` of the dynamic programme (the gradient follows the chosen path);
 * without autograd (evaluation, millions of pairs): one matrix product per block produces
-  squared stripe distances directly (augmented features, see ``_augment``), then clamp, sqrt
-  and sigmoid run in place (tanh(r/2) = 2 sigmoid(r) - 1, see ``_aligned_nograd``), and the dynamic programme runs in place along anti-diagonals of the
-  H x H grid on strided views, so a block needs no buffer besides the product itself.
+  squared stripe distances directly (augmented features, see ``_augment``), then clamp,
+  sqrt and sigmoid run in place (tanh(r/2) = 2 sigmoid(r) - 1, see ``_aligned_nograd``),
+  and the dynamic programme runs in place along anti-diagonals of the H x H grid on
+  strided views, so a block needs no buffer besides the product itself. On the 2-core
+  CPU this is about 1.6x the bare matrix product of all query stripes by all gallery
+  stripes (benchmarks/bench_aligned_distance.py).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Literal
 
 import numpy as np
@@ -126,17 +128,18 @@ def aligned_local_distance(x: Tensor, y: Tensor, block_size: int | None = None) 
     For each pair (x_i, y_j): the stripe distances d[a, b] = tanh(||x_i[a] - y_j[b]|| / 2)
     for all H x H stripe pairs, then the cost of the cheapest path from (0, 0) to
     (H-1, H-1) moving only down (a + 1) or right (b + 1), summing d over every cell of the
-    path, both ends included. Symmetric in its two arguments; never zero for H > 1 because
-    each stripe distance is at least tanh(sqrt(1e-12) / 2) > 0 (the clamp) -- and in general
-    not zero on identical inputs unless the stripes themselves coincide.
+    path, both ends included. Symmetric in its two arguments. Not zero on identical inputs
+    (for H > 1): a path has 2H - 1 cells, at most H of them on the diagonal, so distances
+    between different stripes of the same image always count.
 
     Args:
         x: shape [M, H, C].
         y: shape [N, H, C], same H and C; same device as ``x``.
         block_size: pairs are processed in blocks of ``block_size`` rows of ``x`` by
             ``block_size`` rows of ``y``; memory is O(block_size^2 * H^2) besides the
-            output. None picks a size for the device (128 on CPU; on CUDA 512 query rows
-            by a gallery width that keeps the buffer near 256 MiB, see ``_block_shape``).
+            output. None picks a size for the device (192 x 192 on CPU for H = 8; on CUDA
+            512 query rows by a gallery width that keeps the buffer near 256 MiB, see
+            ``_block_shape``).
 
     Returns:
         shape [M, N], float64 for float64 inputs, else float32 (half-precision inputs
@@ -248,27 +251,28 @@ def _aligned_nograd(x: Tensor, y: Tensor, block_size: int | None) -> Tensor:
             # faster than its tanh on CPU (tanh was the largest cost after the product).
             prod.clamp_min_(_EPS).sqrt_().sigmoid_()
             _dp_in_place(prod, h, mb, nb, tmp)
-            corner = prod.view(h, mb, h, nb)[h - 1, :, h - 1, :]
-            out[i0 : i0 + mb, j0 : j0 + nb].copy_(corner).mul_(2.0).sub_(2 * h - 1)
-    return out
+            out[i0 : i0 + mb, j0 : j0 + nb] = prod.view(h, mb, h, nb)[h - 1, :, h - 1, :]
+    return out.mul_(2.0).sub_(2 * h - 1)  # back from the sigmoid form, once for all
 
 
 def _block_shape(h: int, device: torch.device, block_size: int | None) -> tuple[int, int]:
     """(query rows, gallery rows) per block of the fast path.
 
-    On CPU a block's buffer (H^2 * bm * bn floats, 4 MiB for 128 x 128 and H = 8) should
-    stay in the shared L3 cache across the ~40 elementwise passes, yet be large enough
-    that the per-call overhead of those passes stays small: 128 x 128 measured fastest
-    on a 2-core EPYC (64 x 64: +30%, 256 x 256: +10%). On CUDA, kernel launches dominate
-    small blocks, so blocks are much wider (buffer ~256 MiB for H = 8).
+    On CPU a block's buffer (H^2 * bm * bn floats: 9 MiB for 192 x 192 and H = 8) should
+    stay in the shared L3 cache across the ~45 elementwise passes, yet be large enough
+    that the per-call overhead of those passes stays small. Measured on the 2-core EPYC
+    (3368 x 15913 pairs, H = 8): 128 x 128 is ~7% slower than 192 x 192, 256 x 256 ~4%,
+    64 x 64 ~40%. On CUDA, kernel launches dominate small blocks, so blocks are much
+    wider (buffer ~256 MiB for H = 8).
     """
     if device.type == "cuda":
         bm = block_size or 512
         bn = max(1, (1 << 26) // (h * h * bm))
+    elif block_size is None:
+        bm = 192
+        bn = max(1, (192 * 192 * 64) // (h * h * bm))
     else:
-        bm = block_size or 128
-        bn = max(1, (1 << 20) // (h * h * bm)) if block_size is None else block_size
-        bn = max(bn, 1)
+        bm = bn = block_size
     return bm, bn
 
 
@@ -454,7 +458,9 @@ def _aligned_rows(ql: Tensor, gl: Tensor, idx: Tensor, max_pairs: int = 16384) -
     """Aligned distance of query i with gallery rows idx[i]: ql [b, H, C], idx [b, k] -> [b, k].
 
     Pairs are processed ``max_pairs`` at a time (the gathered gallery stripes are the
-    largest buffer: max_pairs * H * C floats, 64 MiB for H = 8, C = 128).
+    largest buffer: max_pairs * H * C floats, 64 MiB for H = 8, C = 128). Same arithmetic
+    as the fast path of ``aligned_local_distance`` (sigmoid form, in-place anti-diagonal
+    programme), on a [H, H, pairs] layout where every cell is one contiguous vector.
     """
     b, k = idx.shape
     h, c = ql.shape[1:]
@@ -472,10 +478,40 @@ def _aligned_rows(ql: Tensor, gl: Tensor, idx: Tensor, max_pairs: int = 16384) -
             g.transpose(1, 2),
             alpha=-2.0,
         )
-        d = stripe_distance(sq.clamp_min_(_EPS).sqrt_())
-        d = d.view(r, h, k, h).permute(0, 2, 1, 3)  # [r, k, H, H]
-        out[i0 : i0 + r] = _dp_out_of_place(d)
+        # [r, a, k, b] -> [a, b, r, k]: cell (a, b) is a contiguous vector of r*k pairs
+        cells = sq.view(r, h, k, h).permute(1, 3, 0, 2).contiguous().view(h, h, r * k)
+        cells.clamp_min_(_EPS).sqrt_().sigmoid_()  # see _aligned_nograd for sigmoid
+        _dp_cells_in_place(cells)
+        out[i0 : i0 + r] = (cells[h - 1, h - 1] * 2.0 - (2 * h - 1)).view(r, k)
     return out
+
+
+def _dp_cells_in_place(cells: Tensor) -> None:
+    """In-place shortest right/down path over cells [H, H, P]; result in cells[H-1, H-1].
+
+    Anti-diagonal k is the strided view starting at cell (a_lo, k - a_lo) with step
+    (H - 1) cells; its up and left neighbours are that view shifted by -H and -1 cells.
+    """
+    h, _, p = cells.shape
+    flat = cells.view(-1)
+    tmp = torch.empty((max(h - 1, 1), p), dtype=cells.dtype, device=cells.device)
+
+    def diag(a0: int, b0: int, count: int) -> Tensor:
+        return flat.as_strided((count, p), ((h - 1) * p, 1), (a0 * h + b0) * p)
+
+    for k in range(1, 2 * h - 1):
+        a_lo, a_hi = max(0, k - h + 1), min(k, h - 1)
+        if a_lo == 0:
+            cells[0, k].add_(cells[0, k - 1])
+        if a_hi == k:
+            cells[k, 0].add_(cells[k - 1, 0])
+        lo, hi = max(a_lo, 1), min(a_hi, k - 1)
+        if hi < lo:
+            continue
+        n = hi - lo + 1
+        t = tmp[:n]
+        torch.minimum(diag(lo - 1, k - lo, n), diag(lo, k - lo - 1, n), out=t)
+        diag(lo, k - lo, n).add_(t)
 
 
 def _to(a: Tensor | np.ndarray, dev: torch.device) -> Tensor:

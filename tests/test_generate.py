@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from dataclasses import replace
+import signal
+import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -258,3 +261,78 @@ def test_clean_only_file(market: Path, tmp_path: Path) -> None:
     assert all(not info.splits[s].occluded.any() for s in SPLITS)
     with h5py.File(tmp_path / "o.h5") as h5:
         assert h5["train/images"].shape == (4, *SIZE, 3)
+
+
+def test_sigterm_mid_run_leaves_nothing(market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original, calls = StoreWriter.write_images, {"n": 0}
+
+    def kill_self(self, split, start, images):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would
+            time.sleep(0.05)  # the handler runs here
+        return original(self, split, start, images)
+
+    monkeypatch.setattr(StoreWriter, "write_images", kill_self)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out" / "o.h5"
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        generate(_config(market, out, workers=2, chunk_size=2))
+    assert list((tmp_path / "out").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_swallowed_interrupt_still_stops(market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python drops exceptions raised inside weakref callbacks; the run must stop anyway."""
+    original, calls = StoreWriter.write_images, {"n": 0}
+
+    def swallow(self, split, start, images):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                pass  # lost, as in a callback
+        return original(self, split, start, images)
+
+    monkeypatch.setattr(StoreWriter, "write_images", swallow)
+    with pytest.raises(KeyboardInterrupt):
+        generate(_config(market, tmp_path / "o.h5", workers=1))
+    assert list(tmp_path.glob("*.h5")) == [] and list(tmp_path.glob(".o.h5*")) == []
+
+
+def test_spool_is_removed_and_stale_ones_swept(market: Path, tmp_path: Path) -> None:
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    stale = base / f"{gen.SPOOL_PREFIX}999999999-test"  # no such process
+    stale.mkdir(exist_ok=True)
+    (stale / "slot0.raw").write_bytes(b"x")
+    mine = set(base.glob(f"{gen.SPOOL_PREFIX}{os.getpid()}-*"))
+    generate(_config(market, tmp_path / "o.h5", workers=2, chunk_size=2))
+    assert not stale.exists()
+    assert set(base.glob(f"{gen.SPOOL_PREFIX}{os.getpid()}-*")) == mine
+
+
+def test_full_spool_falls_back_to_the_pipe(market: Path, tmp_path: Path) -> None:
+    """A slot that cannot be written (ENOSPC: /dev/full) sends the pixels back inline instead."""
+    counter = tmp_path / "consumed"
+    counter.write_bytes((0).to_bytes(8, "little"))
+    paths = [f"query/{n}" for f, n in MARKET_FILES if f == "query"]
+    boxes = np.array([[[1, 2, 10, 10], [3, 4, 10, 10]]], dtype=np.int16)
+    inline = gen._process_chunk(str(market), paths, SIZE, ("mean",), boxes, False)
+    slot = gen._Slot("/dev/full", str(counter), 0, os.getppid())
+    fallback = gen._process_chunk(str(market), paths, SIZE, ("mean",), boxes, False, slot)
+    assert not fallback.spooled and np.array_equal(fallback.block, inline.block)
+    assert inline.block.shape == (2, 2, *SIZE, 3)
+    # The occluded slab is the clean one with the box filled.
+    assert np.array_equal(inline.block[1, 0, :2], inline.block[0, 0, :2])
+    assert len(set(map(tuple, inline.block[1, 0, 2:12, 1:11].reshape(-1, 3).tolist()))) == 1
+
+
+def test_orphaned_worker_stops_waiting(tmp_path: Path) -> None:
+    counter = tmp_path / "consumed"
+    counter.write_bytes((0).to_bytes(8, "little"))
+    not_my_parent = os.getpid()  # a worker's parent is the writer; here it is not
+    with pytest.raises(RuntimeError, match="writer process is gone"):
+        gen._wait_for_slot(gen._Slot(str(tmp_path / "slot0.raw"), str(counter), 1, not_my_parent))
+    gen._wait_for_slot(gen._Slot(str(tmp_path / "slot0.raw"), str(counter), 0, not_my_parent))  # free: no wait

@@ -84,6 +84,12 @@ def test_batch_p_larger_than_identities_exits_2(tiny_store: Path, tmp_path: Path
     assert "--batch-p 7" in line and "6 identities" in line and str(tiny_store) in line and "lower --batch-p" in line
 
 
+def test_absent_occluder_type_exits_2(tiny_store: Path, tmp_path: Path) -> None:
+    result = _train("--data", str(tiny_store), "--out", str(tmp_path / "run"), "--train-occluders", "black")
+    assert result.exit_code == 2
+    assert "black" in _error_line(result) and "present: mean" in _error_line(result)
+
+
 def test_existing_run_needs_resume_or_force(tiny_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

@@ -90,12 +90,18 @@ def test_config_round_trip_and_differences() -> None:
     assert [d.split(":")[0] for d in config_differences(changed, data)] == ["alpha", "lr"]
     with pytest.raises(BadInputError, match="unknown keys"):
         TrainConfig.from_dict({**data, "bogus": 1})
+    # A key missing from an older record counts as its default value.
+    older = {k: v for k, v in data.items() if k != "train_occluders"}
+    assert config_differences(cfg, older) == []
+    assert config_differences(dataclasses.replace(cfg, train_occluders=("mean",)), older) == [
+        "train_occluders: [] -> ['mean']"
+    ]
 
 
 @pytest.mark.parametrize(
     "overrides, needle",
     [({"batch_p": 1}, "--batch-p 1"), ({"alpha": 1.5}, "--alpha 1.5"), ({"resume": True, "force": True}, "not both"),
-     ({"train_on": "half"}, "--train-on")],
+     ({"train_on": "half"}, "--train-on"), ({"train_on": "clean", "train_occluders": ("mean",)}, "--train-occluders")],
 )
 def test_config_rejects_bad_values(overrides: dict, needle: str) -> None:
     with pytest.raises(BadInputError, match=needle):
@@ -204,6 +210,11 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tiny_store: Path, tmp_path: P
     resumed = train(_config(tiny_store, out, resume=True))
     assert not resumed.interrupted and resumed.global_step == 4
     _assert_same_state(resumed.model.state_dict(), uninterrupted.model.state_dict())
+    # The interrupted epoch's log covers both of its steps, the one before Ctrl-C included.
+    losses = ("total", "triplet_global", "triplet_local", "id", "obc", "obc_acc", "violation_fraction")
+    got = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(line) for line in (uninterrupted.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [[r[k] for k in losses] for r in got] == [[r[k] for k in losses] for r in want]
 
 
 def test_nan_loss_stops_naming_the_step(tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

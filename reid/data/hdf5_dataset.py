@@ -198,18 +198,26 @@ class PairedTrainSet(torch.utils.data.Dataset):
     ``pid``, ``label``, ``camid`` ints; ``rows`` (clean row, occluded row);
     ``occ_type`` of the copy.
 
+    ``occluder_types`` keeps only copies of those types (empty = every type).
+
     Raises:
-        BadInputError: the train split has no occluded copies.
+        BadInputError: the train split has no occluded copies (of the asked types).
     """
 
-    def __init__(self, path: str | os.PathLike, transform: Transform | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        transform: Transform | None = None,
+        seed: int = 0,
+        occluder_types: Sequence[str] = (),
+    ) -> None:
         self.path = Path(path)
         info = read_store(self.path)
         self.manifest: SplitManifest = info.splits["train"]
         self.image_size = info.image_size
         self.fingerprint = info.fingerprint
         m = self.manifest
-        occluded_rows = np.flatnonzero(m.occluded)
+        occluded_rows = occluded_rows_of_types(m, occluder_types, self.path)
         if len(occluded_rows) == 0:
             raise BadInputError(
                 f"{self.path}: the train split has no occluded copies, so --train-on both has nothing to pair; "
@@ -421,20 +429,43 @@ def _worker_init(_worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
+def occluded_rows_of_types(manifest: SplitManifest, occluder_types: Sequence[str], path: Path) -> np.ndarray:
+    """Occluded rows whose occluder is one of ``occluder_types`` (all occluded rows when empty).
+
+    Raises:
+        BadInputError: a type that has no rows in the split.
+    """
+    if not occluder_types:
+        return np.flatnonzero(manifest.occluded)
+    present = manifest.occ_types_present()
+    absent = [t for t in occluder_types if t not in present]
+    if absent:
+        raise BadInputError(f"{path}: the train split has no occluded copies of type {', '.join(absent)} "
+                            f"(present: {', '.join(present) or 'none'}); use one of those or regenerate with --type")
+    return np.concatenate([manifest.rows(f"occluded:{t}") for t in occluder_types])
+
+
 def build_train_dataset(
     path: str | os.PathLike,
     train_on: TrainOn,
     transform_config: TransformConfig = TransformConfig(),
     seed: int = 0,
+    occluder_types: Sequence[str] = (),
 ) -> HDF5Split | PairedTrainSet:
-    """The training dataset for ``--train-on clean|occluded|both`` with the training transform."""
+    """The training dataset for ``--train-on clean|occluded|both`` with the training transform.
+
+    ``occluder_types`` restricts the occluded images seen ("occluded", "both") to those types.
+    """
     if train_on not in TRAIN_ON:
         raise BadInputError(f"--train-on {train_on!r}: use one of {', '.join(TRAIN_ON)}")
     transform = TrainTransform(transform_config)
     if train_on == "both":
-        return PairedTrainSet(path, transform=transform, seed=seed)
+        return PairedTrainSet(path, transform=transform, seed=seed, occluder_types=occluder_types)
     manifest = read_store(path).splits["train"]
-    rows = manifest.rows(train_on)
+    if train_on == "occluded":
+        rows = np.sort(occluded_rows_of_types(manifest, occluder_types, Path(path)))
+    else:
+        rows = manifest.rows(train_on)
     if len(rows) == 0:
         raise BadInputError(f"{path}: the train split has no {train_on} rows; choose another --train-on")
     return HDF5Split(path, "train", rows=rows, transform=transform, seed=seed)
@@ -451,6 +482,7 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     normalize_in_workers: bool = False,
+    occluder_types: Sequence[str] = (),
 ) -> torch.utils.data.DataLoader:
     """P x K training loader yielding :class:`Batch`; use ``batch = batch.to(device)``.
 
@@ -465,7 +497,7 @@ def build_train_loader(
     Raises:
         BadInputError: unknown ``train_on``, no rows for it, P too large (see PKSampler).
     """
-    dataset = build_train_dataset(path, train_on, transform_config, seed)
+    dataset = build_train_dataset(path, train_on, transform_config, seed, occluder_types=occluder_types)
     sampler = PKSampler(dataset.pids, batch_p, batch_k, seed=seed, rank=rank, world_size=world_size, source=str(path))
     collate = (CollatePairs if train_on == "both" else CollateItems)(
         tuple(transform_config.mean), tuple(transform_config.std), normalize_in_workers

@@ -136,6 +136,8 @@ class TrainConfig:
         alpha: L = alpha * L_T + (1 - alpha) * L_OBC; 1 = plain AlignedReID.
         margin: TriHard margin; label_smoothing: identity cross-entropy smoothing.
         train_on: "clean", "occluded" or "both" (clean and occluded copies in every batch).
+        train_occluders: occluder types whose copies are trained on ("occluded", "both");
+            empty = every type in the file.
         input_size: network input (H, W).
         last_stride: 1 (BoT) or 2 (original AlignedReID).
         random_erasing: Random Erasing augmentation.
@@ -170,6 +172,7 @@ class TrainConfig:
     margin: float = 0.3
     label_smoothing: float = 0.1
     train_on: str = "both"
+    train_occluders: tuple[str, ...] = ()
     input_size: tuple[int, int] = (256, 128)
     last_stride: int = 1
     random_erasing: bool = False
@@ -192,6 +195,7 @@ class TrainConfig:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "eval_queries", tuple(str(q) for q in self.eval_queries))
+        object.__setattr__(self, "train_occluders", tuple(str(t) for t in self.train_occluders))
         self.validate()
 
     def validate(self) -> None:
@@ -216,6 +220,8 @@ class TrainConfig:
         need(self.margin > 0, f"--margin {self.margin}: must be > 0")
         need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
         need(self.train_on in TRAIN_ON, f"--train-on {self.train_on!r}: use clean, occluded or both")
+        need(not (self.train_occluders and self.train_on == "clean"),
+             "--train-occluders: applies to --train-on occluded or both; drop it with --train-on clean")
         need(len(self.input_size) == 2 and min(self.input_size) >= 16,
              f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
         need(self.last_stride in (1, 2), f"--last-stride {self.last_stride}: must be 1 or 2")
@@ -256,15 +262,17 @@ class TrainConfig:
 def config_differences(given: TrainConfig, recorded: dict[str, Any]) -> list[str]:
     """Keys (outside :data:`RESUME_MUTABLE`) whose value in ``given`` differs from ``recorded``.
 
-    ``recorded`` is a :meth:`TrainConfig.to_dict` from a checkpoint; a key it lacks counts as
-    different. Returns "key: recorded -> given" strings, sorted by key.
+    ``recorded`` is a :meth:`TrainConfig.to_dict` from a checkpoint; a key it lacks (written
+    before that option existed) counts as its default. Returns "key: recorded -> given"
+    strings, sorted by key.
     """
     mine = given.to_dict()
+    defaults = TrainConfig().to_dict()
     out = []
     for key in sorted(mine):
         if key in RESUME_MUTABLE:
             continue
-        theirs = recorded.get(key, "<missing>")
+        theirs = recorded.get(key, defaults[key])
         if isinstance(theirs, tuple):
             theirs = list(theirs)
         if theirs != mine[key]:
@@ -643,7 +651,8 @@ def _load_resume(config: TrainConfig, model_config: ModelConfig, store: StoreInf
     if diffs:
         raise BadInputError(
             f"{config.out}: --resume with a different configuration ({'; '.join(diffs)}); "
-            "use the options of the original run (only --epochs, --eval-every, --workers, --device may change) "
+            "use the options of the original run (only --epochs, --eval-every, --eval-queries, --workers, --device "
+            "and the data file's path may change) "
             "or start a new run with --force or another --out"
         )
     if checkpoint.dataset_fingerprint != store.fingerprint:
@@ -683,6 +692,45 @@ def train(config: TrainConfig, step_hook: StepHook | None = None) -> TrainResult
         D.cleanup_distributed(info)
 
 
+@dataclass
+class EpochTally:
+    """Running sums of one epoch's logged losses (kept across a mid-epoch Ctrl-C and resume).
+
+    Attributes:
+        sums: per :data:`LOGGED_LOSSES` name, the sum over steps of the rank-averaged value.
+        steps: steps summed; images: images trained on (all ranks); seconds: time of those
+            steps (data loading included, skipped batches of a resumed epoch excluded).
+    """
+
+    sums: list[float]
+    steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def empty(cls) -> EpochTally:
+        return cls([0.0] * len(LOGGED_LOSSES))
+
+    def add(self, values: list[float], images: int, seconds: float) -> None:
+        self.sums = [a + b for a, b in zip(self.sums, values)]
+        self.steps += 1
+        self.images += images
+        self.seconds += seconds
+
+    def means(self) -> list[float]:
+        return [v / self.steps for v in self.sums] if self.steps else [float("nan")] * len(self.sums)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sums": list(self.sums), "steps": self.steps, "images": self.images, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochTally:
+        sums = [float(v) for v in data.get("sums", [])]
+        if len(sums) != len(LOGGED_LOSSES):
+            return cls.empty()
+        return cls(sums, int(data.get("steps", 0)), int(data.get("images", 0)), float(data.get("seconds", 0.0)))
+
+
 def _train(config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None) -> TrainResult:
     return _Run(config, device, info, step_hook).run()
 
@@ -718,12 +766,16 @@ class _Run:
         if config.eval_every > 0:
             from reid.engine.evaluator import expand_queries
 
-            expand_queries(config.eval_queries, self.store)  # a bad query set fails before training
+            try:  # a bad query set fails before training, not after the first epochs
+                expand_queries(config.eval_queries, self.store)
+            except BadInputError as exc:
+                raise BadInputError(f"--eval-queries {','.join(config.eval_queries)}: {exc}") from exc
         _prepare_on_main(config, info)
 
         self.loader = build_train_loader(
             config.data, config.train_on, config.batch_p, config.batch_k, config.transform_config,
             workers=config.workers, seed=config.seed, rank=info.rank, world_size=info.world_size,
+            occluder_types=config.train_occluders,
         )
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch is not None:
@@ -753,6 +805,7 @@ class _Run:
         self.best_score: float | None = None
         self.last_record: dict[str, Any] = {}
         self.pending_record: dict[str, Any] | None = None  # a finished epoch not yet in metrics.jsonl
+        self.tally: EpochTally | None = None  # the epoch in progress (restored when resuming mid-epoch)
         if checkpoint is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
             if self.scaler is not None and checkpoint.scaler_state:
@@ -762,6 +815,8 @@ class _Run:
             extra = checkpoint.extra
             self.epoch, self.step_in_epoch = int(extra["epoch"]), int(extra.get("step_in_epoch", 0))
             self.global_step = int(extra.get("global_step", 0))
+            if self.step_in_epoch > 0 and isinstance(extra.get("epoch_tally"), dict):
+                self.tally = EpochTally.from_dict(extra["epoch_tally"])
             best = extra.get("best_score")
             self.best_score = float(best) if isinstance(best, (int, float)) else None
             recorded_world = int(extra.get("world_size", 1))
@@ -802,6 +857,8 @@ class _Run:
             "world_size": self.info.world_size,
             "metrics": {k: v for k, v in self.last_record.items() if isinstance(v, (int, float))},
         }
+        if self.step_in_epoch > 0 and self.tally is not None:
+            extra["epoch_tally"] = self.tally.to_dict()
         scaler_state = None
         if with_optimizer and self.scaler is not None and self.scaler.is_enabled():
             scaler_state = self.scaler.state_dict()
@@ -876,15 +933,17 @@ class _Run:
         lr = learning_rate(config, epoch)
         set_lr(self.optimizer, lr)
         self.ddp_model.train()
-        sums = np.zeros(len(LOGGED_LOSSES))
-        steps = images = 0
+        if skip == 0 or self.tally is None:
+            self.tally = EpochTally.empty()
+        tally = self.tally
         bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=None if info.is_main else True, leave=False, dynamic_ncols=True)
-        start = time.perf_counter()
+        last = time.perf_counter()
         batches = iter(self.loader)
         try:
             for index, batch in enumerate(itertools.islice(batches, self.steps_per_epoch)):
                 if index < skip:  # a resumed epoch: these steps are already in the weights
+                    last = time.perf_counter()
                     continue
                 batch = batch.to(device, non_blocking=True)
                 inputs = batch.images
@@ -905,11 +964,11 @@ class _Run:
                 with guard.critical():
                     apply_gradients(losses.total, self.optimizer, self.scaler)
                     self.global_step, self.step_in_epoch = step, index + 1
-                sums += values
-                steps += 1
-                images += len(batch) * info.world_size
+                    now = time.perf_counter()
+                    tally.add(values, len(batch) * info.world_size, now - last)
+                    last = now
                 bar.update(1)
-                means = sums / steps
+                means = tally.means()
                 bar.set_postfix_str(
                     f"loss {means[0]:.3f} tri {means[1]:.3f}/{means[2]:.3f} id {means[3]:.3f} obc {means[4]:.3f}",
                     refresh=False,
@@ -919,11 +978,12 @@ class _Run:
         finally:
             bar.close()
             del batches
-        seconds = time.perf_counter() - start
+        self.tally = None
         record: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr,
-                                  "images_per_s": images / seconds if seconds > 0 else 0.0, "seconds": seconds}
-        if steps:
-            record.update({name: float(v) for name, v in zip(LOGGED_LOSSES, sums / steps)})
+                                  "images_per_s": tally.images / tally.seconds if tally.seconds > 0 else 0.0,
+                                  "seconds": tally.seconds}
+        if tally.steps:
+            record.update({name: float(v) for name, v in zip(LOGGED_LOSSES, tally.means())})
         return record
 
     def _interrupted(self) -> TrainResult:
@@ -941,13 +1001,15 @@ class _Run:
 
 
 def _log_epoch(record: dict[str, Any], epochs: int, improved: bool) -> None:
-    text = (
-        f"epoch {record['epoch']}/{epochs}: loss {record.get('total', float('nan')):.4f} "
-        f"(tri {record.get('triplet_global', float('nan')):.4f}/{record.get('triplet_local', float('nan')):.4f}, "
-        f"id {record.get('id', float('nan')):.4f}, obc {record.get('obc', float('nan')):.4f}, "
-        f"obc acc {100 * record.get('obc_acc', float('nan')):.1f}%), lr {record['lr']:.2e}, "
-        f"{record['images_per_s']:.0f} img/s"
-    )
+    text = f"epoch {record['epoch']}/{epochs}: "
+    if "total" in record:
+        text += (
+            f"loss {record['total']:.4f} (tri {record['triplet_global']:.4f}/{record['triplet_local']:.4f}, "
+            f"id {record['id']:.4f}, obc {record['obc']:.4f}, obc acc {100 * record['obc_acc']:.1f}%), "
+            f"lr {record['lr']:.2e}, {record['images_per_s']:.0f} img/s"
+        )
+    else:  # a resumed epoch whose steps had all run before the interruption
+        text += "finished"
     val = record.get("val")
     if val:
         parts = [f"{name} R1 {100 * s['R1']:.1f} mAP {100 * s['mAP']:.1f}" for name, s in val["queries"].items()]

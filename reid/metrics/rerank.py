@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import scipy.sparse as sp
 
 from occsim.errors import BadInputError
 
@@ -89,18 +88,10 @@ def re_rank(
 
     # Encodings V (sparse rows): expansion sets, weights exp(-od) normalised in float32.
     v = _encodings(r_full, r_full_ok, r_half, r_half_ok, qg, qq, gg, colmax, sq_dtype)
-
     if k2 != 1:
-        # V_qe[i] = mean of V over i's first k2 neighbours (the row itself first).
-        rows = np.repeat(np.arange(n), k2)
-        avg = sp.csr_matrix(
-            (np.ones(n * k2, dtype=np.float32), (rows, top[:, :k2].reshape(-1))), shape=(n, n)
-        )
-        v = (avg @ v).tocsr()
-        v.data /= np.float32(k2)
-    v.eliminate_zeros()
+        v = _query_expansion(v, top[:, :k2])
 
-    jac = _jaccard(v, num_q)  # [Q, G] float32
+    jac = _jaccard(v, num_q, num_g)  # [Q, G] float32
     # final = (1 - lambda) * jaccard + lambda * od[:Q, Q:]
     lam = np.float32(lambda_value)
     jac *= np.float32(1.0) - lam
@@ -212,7 +203,7 @@ def _encodings(
     gg: np.ndarray,
     colmax: np.ndarray,
     sq_dtype: np.dtype,
-) -> sp.csr_matrix:
+) -> _Sparse:
     """Sparse V [N, N] float32: row i = softmax-like weights on i's expanded set.
 
     Expanded set of i: R(i, k1) united with every R(c, k1/2), c in R(i, k1), that shares
@@ -250,7 +241,7 @@ def _encodings(
     sums = np.zeros(n, dtype=np.float32)
     np.add.at(sums, rows, w)
     w /= sums[rows]
-    return sp.csr_matrix((w, (rows, cols)), shape=(n, n), dtype=np.float32)
+    return _Sparse.from_sorted_rows(rows, cols, w, n)
 
 
 def _od_at(
@@ -278,20 +269,65 @@ def _od_at(
     return od
 
 
-def _jaccard(v: sp.csr_matrix, num_q: int) -> np.ndarray:
+def _query_expansion(v: _Sparse, nbrs: np.ndarray) -> _Sparse:
+    """V_qe[i] = mean of V[r] over r in nbrs[i] (shape [N, k2]), summed in float32 in
+    neighbour order (as the reference's mean over the stacked rows)."""
+    n, k2 = nbrs.shape
+    counts = np.diff(v.indptr)
+    src = nbrs.reshape(-1)  # row r contributes to target i, in neighbour order
+    seg_len = counts[src]
+    total = int(seg_len.sum())
+    target = np.repeat(np.repeat(np.arange(n), k2), seg_len)
+    starts = np.repeat(v.indptr[src] - np.concatenate([[0], np.cumsum(seg_len)[:-1]]), seg_len)
+    pos = starts + np.arange(total)
+    cols, vals = v.indices[pos], v.data[pos]
+    key = target * n + cols
+    order = np.argsort(key, kind="stable")  # stable: keeps the neighbour order within a key
+    key, vals = key[order], vals[order]
+    first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    summed = np.add.reduceat(vals, first) if total else vals
+    summed = summed / np.float32(k2)
+    ukey = key[first]
+    return _Sparse.from_sorted_rows(ukey // n, ukey % n, summed.astype(np.float32), n)
+
+
+def _jaccard(v: _Sparse, num_q: int, num_g: int) -> np.ndarray:
     """1 - s / (2 - s) with s[i, g] = sum_k min(V[i, k], V[Q + g, k]): [Q, G] float32."""
-    n = v.shape[0]
-    num_g = n - num_q
-    vg = v[num_q:].tocsc()  # gallery rows, column access (the reference's inverted index)
+    # Inverted index of the gallery rows (the reference's invIndex): by column k, the
+    # gallery rows g with V[Q + g, k] != 0 and those values.
+    lo = v.indptr[num_q]
+    g_rows = np.repeat(np.arange(num_g), np.diff(v.indptr[num_q:]))
+    g_cols, g_vals = v.indices[lo:], v.data[lo:]
+    order = np.argsort(g_cols, kind="stable")
+    g_rows, g_vals = g_rows[order], g_vals[order]
+    col_ptr = np.searchsorted(g_cols[order], np.arange(v.n + 1))
     out = np.empty((num_q, num_g), dtype=np.float32)
     for i in range(num_q):
-        lo, hi = v.indptr[i], v.indptr[i + 1]
-        ks, vals = v.indices[lo:hi], v.data[lo:hi]
-        if ks.size:
-            sub = vg[:, ks]  # [G, |ks|] csc: the gallery rows sharing a key with query i
-            clipped = np.minimum(sub.data, np.repeat(vals, np.diff(sub.indptr)))
-            s = np.bincount(sub.indices, weights=clipped, minlength=num_g).astype(np.float32)
+        a, b = v.indptr[i], v.indptr[i + 1]
+        ks, vals = v.indices[a:b], v.data[a:b]
+        seg = col_ptr[ks + 1] - col_ptr[ks]
+        total = int(seg.sum())
+        if total:
+            pos = np.repeat(col_ptr[ks] - np.concatenate([[0], np.cumsum(seg)[:-1]]), seg)
+            pos += np.arange(total)
+            clipped = np.minimum(g_vals[pos], np.repeat(vals, seg))
+            s = np.bincount(g_rows[pos], weights=clipped, minlength=num_g).astype(np.float32)
         else:
             s = np.zeros(num_g, dtype=np.float32)
         out[i] = np.float32(1.0) - s / (np.float32(2.0) - s)
     return out
+
+
+class _Sparse:
+    """Minimal CSR matrix [n, n] (numpy only: scipy is not a runtime dependency)."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int) -> None:
+        self.indptr, self.indices, self.data, self.n = indptr, indices, data, n
+
+    @classmethod
+    def from_sorted_rows(
+        cls, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int
+    ) -> _Sparse:
+        """From entries already sorted by row (columns ascending within a row)."""
+        indptr = np.searchsorted(rows, np.arange(n + 1)).astype(np.int64)
+        return cls(indptr, cols.astype(np.int64), vals.astype(np.float32), n)

@@ -1,0 +1,132 @@
+"""`reid study`: grids, aggregation, the report, and resuming finished cells."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.reid_study import study_command
+from occsim.errors import BadInputError
+from occsim.store import read_store
+from reid.engine.trainer import TrainConfig
+from reid.study import (
+    Cell,
+    StudyConfig,
+    aggregate,
+    fmt,
+    grid_cells,
+    occluded_focus,
+    table1_markdown,
+    validation_score,
+)
+from tests.conftest import write_tiny_store
+
+TINY_TRAINING = [
+    "--arch", "resnet18", "--pretrained", "none", "--size", "32x16", "--epochs", "1", "--batch-p", "2",
+    "--batch-k", "2", "--warmup-epochs", "0", "--workers", "0", "--device", "cpu", "--max-steps-per-epoch", "2",
+]
+
+
+def _base(data: Path) -> TrainConfig:
+    return TrainConfig(data=str(data), arch="resnet18", pretrained=None, input_size=(32, 16), epochs=1, batch_p=2,
+                       batch_k=2, warmup_epochs=0, workers=0, device="cpu", eval_every=0, max_steps_per_epoch=2)
+
+
+def test_table1_grid_is_the_papers_rows_plus_the_open_question(tiny_store: Path, tmp_path: Path) -> None:
+    cells = grid_cells(StudyConfig("table1", tiny_store, tmp_path, _base(tiny_store)), read_store(tiny_store))
+    assert [(c.alpha, c.train_on) for c in cells] == [(1.0, "clean"), (1.0, "both"), (0.8, "both")]
+
+
+def test_alpha_grid_trains_on_the_validation_split(tiny_store: Path, tmp_path: Path) -> None:
+    config = StudyConfig("alpha", tiny_store, tmp_path, _base(tiny_store), alphas=(1.0, 0.5))
+    cells = grid_cells(config, read_store(tiny_store))
+    assert [c.alpha for c in cells] == [1.0, 0.5]
+    assert all(c.on_validation for c in cells)
+
+
+def test_occluders_grid_needs_several_types(tiny_store: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="--type mean,black,random"):
+        grid_cells(StudyConfig("occluders", tiny_store, tmp_path, _base(tiny_store)), read_store(tiny_store))
+    three = write_tiny_store(tmp_path / "three.h5", occ_types=("mean", "black", "random"))
+    cells = grid_cells(StudyConfig("occluders", three, tmp_path, _base(three)), read_store(three))
+    assert [c.train_occluders for c in cells] == [("mean",), ("black",), ("random",)]
+    assert occluded_focus(read_store(three)) == "occluded:mean"
+
+
+def test_aggregate_uses_the_sample_standard_deviation() -> None:
+    mean, std = aggregate([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7)
+    assert std == pytest.approx(0.2)  # sqrt(((0.2)^2 + 0 + (0.2)^2) / 2)
+    assert fmt([0.5]) == "50.00"
+    assert fmt([0.5, 0.7]) == "60.00 ± 14.14"
+
+
+def _fake_result(clean_r1: float, occ_r1: float) -> dict:
+    row = lambda r1: {"r1": r1, "r5": r1, "r10": min(1.0, r1 + 0.1), "mAP": r1 / 2, "mINP": r1 / 4, "cmc": [r1]}  # noqa: E731
+    return {"evaluations": {"test": {"clean": row(clean_r1), "occluded:mean": row(occ_r1)},
+                            "validation": {"clean": row(clean_r1), "occluded:mean": row(occ_r1)}}}
+
+
+def test_table1_markdown_puts_the_papers_cmc10_beside_ours() -> None:
+    cells = [Cell("aligned-clean", "AlignedReID (clean)", 1.0, "clean"), Cell("aligned-obc", "AlignedReID + OBC", 0.8, "both")]
+    results = {"aligned-clean": [_fake_result(0.9, 0.3)], "aligned-obc": [_fake_result(0.8, 0.5), _fake_result(0.6, 0.5)]}
+    table = table1_markdown(cells, results, "occluded:mean").splitlines()
+    assert table[2].split(" | ")[3:5] == ["90.00", "100.00"]  # clean R1, clean R10
+    assert "95.61 / 18.20" in table[2] and "77.40 / 30.94" in table[3]
+    assert "70.00 ± 14.14" in table[3]  # clean R1 over two seeds
+    assert validation_score(_fake_result(0.8, 0.4)) == pytest.approx(0.5 * (0.4 + 0.2))
+
+
+def test_study_end_to_end_then_a_rerun_reuses_finished_cells(tiny_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    args = ["alpha", "--data", str(tiny_store), "--out", str(out), "--alphas", "1,0.5", "--val-fraction", "0.34",
+            *TINY_TRAINING]
+    runner = CliRunner()
+    first = runner.invoke(study_command, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "2 cell run(s) trained, 0 reused" in first.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["cells"]) == {"alpha-1", "alpha-0.5"}
+    cell = results["cells"]["alpha-0.5"][0]
+    assert set(cell["evaluations"]) == {"test", "validation"}
+    assert cell["evaluations"]["test"]["clean"]["num_queries"] == 8
+    report = (out / "report.md").read_text()
+    assert report.count("**yes**") == 1 and (out / "alpha.png").is_file() and (out / "cmc.png").is_file()
+    stamp = (out / "cells" / "alpha-0.5-seed0" / "result.json").stat().st_mtime_ns
+
+    second = runner.invoke(study_command, args, catch_exceptions=False)
+    assert second.exit_code == 0, second.output
+    assert "0 cell run(s) trained, 2 reused" in second.output
+    assert (out / "cells" / "alpha-0.5-seed0" / "result.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "results.json").read_text())["cells"] == results["cells"]
+
+
+def test_an_interrupted_cell_resumes_from_its_last_checkpoint(tiny_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    args = ["alpha", "--data", str(tiny_store), "--out", str(out), "--alphas", "0.8", "--val-fraction", "0.34",
+            *TINY_TRAINING]
+    runner = CliRunner()
+    assert runner.invoke(study_command, args, catch_exceptions=False).exit_code == 0
+    result_file = out / "cells" / "alpha-0.8-seed0" / "result.json"
+    first = json.loads(result_file.read_text())
+    result_file.unlink()  # as if the study had stopped after training, before evaluating
+    again = runner.invoke(study_command, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "1 cell run(s) trained" in again.output
+    second = json.loads(result_file.read_text())
+    # Resumed with nothing left to train: the same weights, so the same scores.
+    assert second["evaluations"] == first["evaluations"]
+
+
+def test_study_bad_input_exits_2(tmp_path: Path) -> None:
+    not_ours = tmp_path / "x.h5"
+    not_ours.write_bytes(b"not hdf5")
+    result = CliRunner().invoke(study_command, ["table1", "--data", str(not_ours), *TINY_TRAINING])
+    assert result.exit_code == 2
+    assert "x.h5" in result.output and len(result.output.strip().splitlines()) == 1
+    bad_seeds = CliRunner().invoke(study_command, ["table1", "--data", str(not_ours), "--seeds", "a,b"])
+    assert bad_seeds.exit_code == 2 and "--seeds" in bad_seeds.output
