@@ -93,5 +93,5 @@ def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int
         raise BadInputError(f"{out_png}: cannot write the preview ({exc}); choose another --out") from exc
     if not written:
         raise BadInputError(f"{out_png}: cannot write the preview; choose another --out in a writable folder")
-    logger.info("wrote %s (%d pairs)", out_png, len(cells))
+    logger.debug("wrote %s (%d pairs)", out_png, len(cells))
     return out_png

@@ -235,7 +235,7 @@ def _aligned_nograd(x: Tensor, y: Tensor, block_size: int | None) -> Tensor:
     ]
     del ya
     buf = torch.empty(h * bm * h * bn, dtype=work, device=x.device)
-    tmp = torch.empty(max(h - 1, 1) * bm * bn, dtype=work, device=x.device)
+    tmp = torch.empty(h * bm * bn, dtype=work, device=x.device)
     for i0 in range(0, m, bm):
         xq = _augment(x[i0 : i0 + bm].to(work).reshape(-1, c), query_side=True)
         mb = xq.shape[0] // h
@@ -280,37 +280,43 @@ def _dp_in_place(prod: Tensor, h: int, mb: int, nb: int, tmp: Tensor) -> None:
     """Replace the stripe distances in ``prod`` by path costs, cell (H-1, H-1) last.
 
     ``prod`` is [H*mb, H*nb] with layout [a, i, b, j]. Cells on anti-diagonal k = a + b
-    depend only on diagonal k - 1, so a diagonal is one strided view [cells, mb, nb]
-    (stepping a + 1, b - 1 moves by row_a - nb elements) and its up and left neighbours are
-    the same view shifted by -row_a and -nb: two torch calls per diagonal.
+    depend only on diagonal k - 1, and a whole diagonal is one strided view [cells, mb, nb]
+    (stepping a + 1, b - 1 moves by row_a - nb elements). Each cell adds the cheaper of its
+    up and left neighbours; border cells have one neighbour. Per diagonal: one ``minimum``
+    of the interior cells' up and left views into ``tmp``, one copy of the two border
+    cells' single neighbours into ``tmp`` around it, one ``add_`` of ``tmp`` to the whole
+    diagonal -- three calls (fewer calls matter: each is a parallel region).
     """
     row_b = h * nb  # elements between rows i and i + 1
     row_a = mb * row_b  # elements between stripe a and a + 1
     step = row_a - nb  # from cell (a, b) to (a + 1, b - 1)
+    cell = mb * nb  # elements of one cell in tmp
     flat = prod.view(-1)
     base = prod.storage_offset()
 
-    def cells(a0: int, b0: int, count: int) -> Tensor:
-        return flat.as_strided(
-            (count, mb, nb), (step, row_b, 1), base + a0 * row_a + b0 * nb
-        )
+    def diag(a0: int, b0: int, count: int, stride: int = step) -> Tensor:
+        return flat.as_strided((count, mb, nb), (stride, row_b, 1), base + a0 * row_a + b0 * nb)
+
+    def scratch(first: int, count: int, stride: int = 1) -> Tensor:
+        return tmp.as_strided((count, mb, nb), (stride * cell, nb, 1), first * cell)
 
     for k in range(1, 2 * h - 1):
         a_lo, a_hi = max(0, k - h + 1), min(k, h - 1)
-        # Borders: first row (a = 0) only has a left neighbour, first column only up.
-        if a_lo == 0:
-            cells(0, k, 1).add_(cells(0, k - 1, 1))
-        if a_hi == k:
-            cells(k, 0, 1).add_(cells(k - 1, 0, 1))
+        count = a_hi - a_lo + 1  # cells on the diagonal, a_lo..a_hi
         lo, hi = max(a_lo, 1), min(a_hi, k - 1)  # interior cells: a >= 1 and b >= 1
-        if hi < lo:
-            continue
-        count = hi - lo + 1
-        up = cells(lo - 1, k - lo, count)
-        left = cells(lo, k - lo - 1, count)
-        t = tmp[: count * mb * nb].view(count, mb, nb)
-        torch.minimum(up, left, out=t)
-        cells(lo, k - lo, count).add_(t)
+        n_in = max(0, hi - lo + 1)
+        if k < h:
+            # Borders (0, k) and (k, 0) are the two ends of the diagonal: their only
+            # neighbours (0, k-1) and (k-1, 0) go to tmp slots 0 and count-1.
+            if n_in:
+                up, left = diag(lo - 1, k - lo, n_in), diag(lo, k - lo - 1, n_in)
+                torch.minimum(up, left, out=scratch(1, n_in))
+            scratch(0, 2, count - 1).copy_(diag(0, k - 1, 2, (k - 1) * step))
+            diag(0, k, count).add_(scratch(0, count))
+        else:
+            up, left = diag(lo - 1, k - lo, n_in), diag(lo, k - lo - 1, n_in)
+            torch.minimum(up, left, out=scratch(0, n_in))
+            diag(lo, k - lo, n_in).add_(scratch(0, n_in))
 
 
 # ------------------------------------------------------------------------ matrices
@@ -442,8 +448,7 @@ def shortlist_aligned_distance(
         for i0 in range(0, m, block_size):
             i1 = min(m, i0 + block_size)
             glob = pairwise_distance(_to(q_global[i0:i1], dev), gg, metric)  # [b, N]
-            # stable sort gives "lower row first" among equal global distances
-            top = torch.sort(glob, dim=1, stable=True).indices[:, :k]  # [b, k]
+            top = _smallest_k(glob, k)  # [b, k]
             ql = _to(q_local[i0:i1], dev)  # [b, H, C]
             loc = _aligned_rows(ql, gl, top)  # [b, k]
             short = glob.gather(1, top) + loc
@@ -452,6 +457,24 @@ def shortlist_aligned_distance(
             res.scatter_(1, top, short)
             out[i0:i1] = res.float().cpu().numpy()
     return out
+
+
+def _smallest_k(dist: Tensor, k: int) -> Tensor:
+    """Columns of the k smallest entries of each row of ``dist`` [b, N] -> [b, k], as the
+    first k of a stable sort would pick them (ties at the boundary: lower column first),
+    in O(N) per row: the k-th smallest value v, every entry below v, then the first
+    entries equal to v in column order. The order inside a row is by column."""
+    b, n = dist.shape
+    if k >= n:
+        return torch.arange(n, device=dist.device).expand(b, n)
+    kth = torch.kthvalue(dist, k, dim=1, keepdim=True).values  # [b, 1]
+    take = dist <= kth
+    if bool((take.sum(dim=1) > k).any()):  # ties at the boundary (rare on real data)
+        below = dist < kth
+        equal = take & ~below
+        need = k - below.sum(dim=1, keepdim=True)  # >= 1 entries equal to v to take
+        take = below | (equal & (torch.cumsum(equal, dim=1) <= need))
+    return take.nonzero()[:, 1].view(b, k)
 
 
 def _aligned_rows(ql: Tensor, gl: Tensor, idx: Tensor, max_pairs: int = 16384) -> Tensor:

@@ -225,3 +225,14 @@ def test_half_precision_under_autocast_keeps_finite_gradients() -> None:
     assert torch.isfinite(x.grad.float()).all()
     ref = aligned_local_distance(x.detach().float(), x.detach().float())
     torch.testing.assert_close(loc.detach(), ref, atol=1e-5, rtol=0)
+
+
+def test_smallest_k_is_the_first_k_of_a_stable_sort() -> None:
+    from reid.distance import _smallest_k
+
+    gen = torch.Generator().manual_seed(4)
+    dist = torch.randint(0, 4, (30, 25), generator=gen).float()  # many ties
+    for k in (1, 3, 10, 25):
+        got = _smallest_k(dist, k)
+        want = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+        assert torch.equal(got.sort(dim=1).values, want.sort(dim=1).values)
