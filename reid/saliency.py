@@ -41,11 +41,8 @@ is the box's share of the image area: what a uniform map would give.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -57,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from occsim.atomic import atomic_write_bytes, atomic_write_json
 from occsim.errors import BadInputError
 from occsim.schema import OCCLUDER_NAMES
 from occsim.store import SplitManifest, open_h5, read_images, read_store
@@ -545,26 +543,11 @@ def format_box_mass_table(summary: dict[str, Any]) -> str:
 def write_box_mass_json(summary: dict[str, Any], path: str | Path) -> Path:
     """Write the summary atomically (temporary file, rename)."""
     path = Path(path)
-    _atomic_bytes(path, (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_json(path, summary, "box-mass summary", allow_nan=False)
     return path
 
 
 # -------------------------------------------------------------------------------- figures
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise BadInputError(f"{path.parent}: cannot write there ({exc.strerror or exc}); choose another --out") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_png(path: str | Path, image_bgr: np.ndarray) -> Path:
@@ -573,7 +556,7 @@ def write_png(path: str | Path, image_bgr: np.ndarray) -> Path:
     ok, buf = cv2.imencode(".png", image_bgr)
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
-    _atomic_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes(), "figure")
     return path
 
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from occsim.atomic import atomic_write_json
 from occsim.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
@@ -150,12 +149,6 @@ def occluded_focus(store: StoreInfo) -> str:
 # --------------------------------------------------------------------------- running a cell
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def cell_dir(out: Path, cell: Cell, seed: int) -> Path:
     return out / "cells" / f"{cell.name}-seed{seed}"
 
@@ -205,7 +198,7 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
         "checkpoint": str(trained.last_checkpoint), "epochs": trained.epochs_completed,
         "train_metrics": trained.final_metrics, "evaluations": evaluations,
     }
-    _write_json_atomic(result_path, result)
+    atomic_write_json(result_path, result)
     return result, True
 
 
@@ -392,7 +385,7 @@ def run_study(config: StudyConfig) -> StudyReport:
     sections += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(config.out)})" for p in figures] + [""]
     report_md = config.out / "report.md"
     results_json = config.out / "results.json"
-    _write_json_atomic(results_json, {"grid": config.grid, "data": str(config.data), "fingerprint": store.fingerprint,
+    atomic_write_json(results_json, {"grid": config.grid, "data": str(config.data), "fingerprint": store.fingerprint,
                                       "focus": focus, "seeds": list(config.seeds), "base": config.base.to_dict(),
                                       "cells": results})
     report_md.write_text("\n".join(sections))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from occsim.atomic import atomic_write_bytes
 from occsim.errors import BadInputError
 
 if TYPE_CHECKING:  # evaluator imports torch; presenting a report does not need it
@@ -53,27 +53,12 @@ def format_header(report: "EvalReport") -> str:
     return f"{source}gallery: {report.gallery}; distance: {distance}{extra}"
 
 
-def _atomic_write(path: Path, data: bytes, what: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); choose another --out") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(report: "EvalReport", path: str | os.PathLike) -> Path:
     """Write ``report.to_json()`` to ``path`` (atomically). Returns the path."""
     path = Path(path)
     if path.is_dir():
         raise BadInputError(f"{path}: is a folder; give a file name such as {path / 'eval.json'} to --out")
-    _atomic_write(path, (report.to_json() + "\n").encode(), "results")
+    atomic_write_bytes(path, (report.to_json() + "\n").encode(), "results")
     return path
 
 
@@ -106,7 +91,7 @@ def plot_cmc(report: "EvalReport", png_path: str | os.PathLike) -> Path:
         fig.savefig(buffer, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
-    _atomic_write(png_path, buffer.getvalue(), "CMC plot")
+    atomic_write_bytes(png_path, buffer.getvalue(), "CMC plot")
     return png_path
 
 

@@ -72,6 +72,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from occsim.atomic import atomic_write_json
 from occsim.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from reid.data.hdf5_dataset import TRAIN_ON, build_train_loader
@@ -563,17 +564,6 @@ def prepare_run_dir(config: TrainConfig) -> None:
         raise BadInputError(f"{run_dir}: the run folder is not writable; choose another --out")
 
 
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
     """Keep only the records of the first ``keep_epochs`` epochs (a resumed run redoes the rest)."""
     records = [r for r in read_metrics(path) if int(r.get("epoch", 0)) <= keep_epochs]
@@ -830,7 +820,7 @@ class _Run:
     def _write_start(self) -> None:
         config, info = self.config, self.info
         if info.is_main:
-            _write_json_atomic(self.run_dir / CONFIG_FILE, {
+            atomic_write_json(self.run_dir / CONFIG_FILE, {
                 "train": config.to_dict(), "model": self.model_config.to_dict(),
                 "dataset_fingerprint": self.store.fingerprint, "world_size": info.world_size,
                 "package_version": _package_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
