@@ -101,3 +101,19 @@ def write_tiny_store(path: Path, occ_types: Sequence[str] = ("mean",), seed: int
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Path of a tiny valid occluded-reid file (see :func:`write_tiny_store`); do not modify it."""
     return write_tiny_store(tmp_path_factory.mktemp("tiny_store") / "tiny.h5")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly initialised resnet18 checkpoint for tiny_store (input 64x32), as `reid train` writes one."""
+    import torch
+
+    from occsim.store import read_store
+    from reid.models.aligned import ModelConfig, build_model
+    from reid.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=6, arch="resnet18")
+    model = build_model(config, pretrained=None)
+    path = tmp_path_factory.mktemp("run") / "baseline" / "last.pt"
+    return save_checkpoint(path, model, config, read_store(tiny_store).fingerprint, extra={"input_size": [64, 32]})

@@ -7,14 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from cli.reid_rank import rank_command
-from occsim.store import read_store
 from reid.metrics.protocol import evaluate
-from reid.models.aligned import ModelConfig, build_model
-from reid.models.checkpoint import save_checkpoint
 from reid.rank import MATCH_COLOUR, MISS_COLOUR, QUERY_COLOUR, protocol_topk, rank_figure
 from reid.saliency import write_png
 
@@ -101,15 +97,6 @@ def test_rank_figure_rejects_mismatched_flags() -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(num_classes=6, arch="resnet18")
-    model = build_model(config, pretrained=None)
-    path = tmp_path_factory.mktemp("run") / "baseline" / "last.pt"
-    return save_checkpoint(path, model, config, read_store(tiny_store).fingerprint, extra={"input_size": [64, 32]})
 
 
 def test_cli_rank_end_to_end(tiny_store: Path, checkpoint: Path, tmp_path: Path) -> None:

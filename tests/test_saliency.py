@@ -17,7 +17,6 @@ from cli.reid_saliency import saliency_command
 from occsim.errors import BadInputError
 from occsim.store import read_store
 from reid.models.aligned import ModelConfig, build_model
-from reid.models.checkpoint import save_checkpoint
 from reid.saliency import (
     GradCAM,
     box_area_share,
@@ -174,15 +173,6 @@ def test_select_occluded_queries(tiny_store: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(num_classes=6, arch="resnet18")
-    model = build_model(config, pretrained=None)
-    path = tmp_path_factory.mktemp("run") / "baseline" / "last.pt"
-    return save_checkpoint(path, model, config, read_store(tiny_store).fingerprint, extra={"input_size": [64, 32]})
 
 
 def test_cli_saliency_writes_figures_and_box_mass(tiny_store: Path, checkpoint: Path, tmp_path: Path) -> None:
