@@ -268,6 +268,8 @@ def test_absent_type_in_hand_made_file(gray_store: Path) -> None:
 def test_bad_options(gray_store: Path) -> None:
     with pytest.raises(BadInputError, match="--shortlist"):
         evaluate_model(GrayModel(), gray_store, distance="global", shortlist=5, input_size=(16, 8))
+    with pytest.raises(BadInputError, match="--shortlist with --rerank"):
+        evaluate_model(GrayModel(), gray_store, distance="global+local", shortlist=5, rerank=True, input_size=(16, 8))
     with pytest.raises(BadInputError, match="--gallery"):
         evaluate_model(GrayModel(), gray_store, gallery="occluded", input_size=(16, 8))
 

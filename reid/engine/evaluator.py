@@ -236,7 +236,7 @@ def _distance(
     )
 
 
-def _check_options(distance: str, metric: str, shortlist: int | None, max_rank: int) -> None:
+def _check_options(distance: str, metric: str, shortlist: int | None, max_rank: int, rerank: bool = False) -> None:
     if distance not in DISTANCE_CHOICES:
         raise BadInputError(f"--distance {distance!r}: use global, local or global+local")
     if metric not in METRIC_CHOICES:
@@ -246,6 +246,9 @@ def _check_options(distance: str, metric: str, shortlist: int | None, max_rank: 
             raise BadInputError("--shortlist: only applies to --distance global+local; drop it or change --distance")
         if shortlist < 1:
             raise BadInputError(f"--shortlist {shortlist}: must be at least 1")
+        if rerank:
+            # Shortlisted rows carry an offset that only orders them; re-ranking reads distances as distances.
+            raise BadInputError("--shortlist with --rerank: re-ranking needs the full distance matrix; drop one of them")
     if max_rank < 1:
         raise BadInputError(f"--max-rank {max_rank}: must be at least 1")
 
@@ -297,7 +300,7 @@ def evaluate_model(
         BadInputError: bad options, query types absent from the file, or a gallery that shares
             no identity (seen from another camera) with a query set.
     """
-    _check_options(distance, metric, shortlist, max_rank)
+    _check_options(distance, metric, shortlist, max_rank, rerank)
     data_path = Path(data_path)
     store = store if store is not None else read_store(data_path)
     names = expand_queries(queries, store)
@@ -385,7 +388,7 @@ def run_eval(config: EvalConfig) -> EvalReport:
     store = read_store(config.data)
     # Validate the query selection before the (slow) model load, so typos fail fast.
     expand_queries(config.queries, store)
-    _check_options(config.distance, config.metric, config.shortlist, config.max_rank)
+    _check_options(config.distance, config.metric, config.shortlist, config.max_rank, config.rerank)
     dev = resolve_device(config.device)
     model, checkpoint = load_model(checkpoint_path, device=dev)
     if checkpoint.dataset_fingerprint != store.fingerprint:
