@@ -82,12 +82,14 @@ def test_batch_p_larger_than_identities_exits_2(tiny_store: Path, tmp_path: Path
     assert result.exit_code == 2
     line = _error_line(result)
     assert "--batch-p 7" in line and "6 identities" in line and str(tiny_store) in line and "lower --batch-p" in line
+    assert not (tmp_path / "run").exists()  # nothing half-written: not even an empty run folder
 
 
 def test_absent_occluder_type_exits_2(tiny_store: Path, tmp_path: Path) -> None:
     result = _train("--data", str(tiny_store), "--out", str(tmp_path / "run"), "--train-occluders", "black")
     assert result.exit_code == 2
     assert "black" in _error_line(result) and "present: mean" in _error_line(result)
+    assert not (tmp_path / "run").exists()
 
 
 def test_existing_run_needs_resume_or_force(tiny_store: Path, tmp_path: Path) -> None:

@@ -760,13 +760,14 @@ class _Run:
                 expand_queries(config.eval_queries, self.store)
             except BadInputError as exc:
                 raise BadInputError(f"--eval-queries {','.join(config.eval_queries)}: {exc}") from exc
-        _prepare_on_main(config, info)
-
+        # The loader checks the batch shape against the data (P identities, occluder types) and
+        # writes nothing: build it first so that a bad option leaves no run folder behind.
         self.loader = build_train_loader(
             config.data, config.train_on, config.batch_p, config.batch_k, config.transform_config,
             workers=config.workers, seed=config.seed, rank=info.rank, world_size=info.world_size,
             occluder_types=config.train_occluders,
         )
+        _prepare_on_main(config, info)
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
