@@ -297,6 +297,7 @@ def plot_cmc_curves(cells: list[Cell], results: dict[str, list[dict[str, Any]]],
             cmc = 100 * np.asarray(evaluation[query]["cmc"])
             ax.plot(np.arange(1, len(cmc) + 1), cmc, style, color=colour, label=f"{cell.label} — {query}")
     ax.set(xlabel="rank", ylabel="matching rate (%)", title="CMC, test split, clean gallery", xlim=(1, 20), ylim=(0, 100))
+    ax.set_xticks([1, 5, 10, 15, 20])  # ranks are whole numbers
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
