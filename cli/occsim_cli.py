@@ -121,5 +121,28 @@ def preview(file: Path, out: Path, n: int, seed: int) -> None:
     click.echo(f"wrote {write_preview(file, out, n=n, seed=seed)}")
 
 
+@main.command("split-val")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/validation.h5"), show_default=True,
+              help="The validation file to write.")
+@click.option("--fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of the training identities held out as validation query/gallery.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which identities are held out.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
+@handle_bad_input
+def split_val(file: Path, out: Path, fraction: float, seed: int, force: bool) -> None:
+    """Carve a validation file out of FILE's training identities, for model selection.
+
+    Its train split keeps the other training identities; its query/gallery come from the
+    held-out ones, so `reid train --data OUT --eval-every N` selects best.pt without ever
+    seeing FILE's test split.
+    """
+    from occsim.info import describe
+    from occsim.store import read_store
+    from occsim.validation import carve_validation
+
+    click.echo(describe(read_store(carve_validation(file, out, fraction=fraction, seed=seed, force=force))))
+
+
 if __name__ == "__main__":
     main()

@@ -74,3 +74,17 @@ def test_a_fraction_that_empties_a_side_is_refused(tiny_store: Path, tmp_path: P
     with pytest.raises(BadInputError, match="--val-fraction"):
         carve_validation(tiny_store, tmp_path / "v.h5", fraction=0.01)
     assert not (tmp_path / "v.h5").exists()
+
+
+def test_split_val_command_writes_a_valid_file_and_refuses_to_overwrite(tiny_store: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.occsim_cli import main
+
+    out = tmp_path / "val.h5"
+    args = ["split-val", str(tiny_store), "--out", str(out), "--fraction", "0.34", "--seed", "3"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "query" in first.output and read_store(out).generator_args["val_fraction"] == 0.34
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "--force" in again.output
