@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cli.common import handle_bad_input
-from cli.train_options import pop_training_kwargs, shared_training_options
+from cli.train_options import int_list, pop_training_kwargs, shared_training_options
 from occsim.errors import BadInputError
 
 
@@ -17,13 +17,6 @@ def _floats(value: str, option: str) -> tuple[float, ...]:
         return tuple(float(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise BadInputError(f"{option} {value!r}: expected comma-separated numbers, e.g. 1,0.8,0.6") from None
-
-
-def _ints(value: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise BadInputError(f"{option} {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
 @click.command("study")
@@ -60,7 +53,7 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
     training = pop_training_kwargs(options)
     base = TrainConfig(data=str(data), alpha=alpha, eval_every=0, **training)
     config = StudyConfig(
-        grid=grid, data=data, out=out or Path("reports") / grid, base=base, seeds=_ints(seeds, "--seeds"),
+        grid=grid, data=data, out=out or Path("reports") / grid, base=base, seeds=int_list(seeds, "--seeds"),
         alphas=_floats(alphas, "--alphas"), val_fraction=val_fraction, device=training["device"], saliency=saliency,
     )
     report = run_study(config)

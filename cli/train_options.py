@@ -66,7 +66,7 @@ def int_list(value: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise BadInputError(f"{option} {value!r}: expected comma-separated integers, e.g. 40,70") from None
+        raise BadInputError(f"{option} {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
 def pop_training_kwargs(options: dict[str, Any]) -> dict[str, Any]:
