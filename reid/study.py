@@ -36,6 +36,7 @@ from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
 from reid.engine.runs import LAST_CHECKPOINT
 from reid.engine.trainer import TrainConfig
+from reid.engine.trainer import validation_score as trainer_validation_score
 
 logger = logging.getLogger(__name__)
 
@@ -245,9 +246,7 @@ def table1_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]]],
 
 def validation_score(result: dict[str, Any]) -> float:
     """Mean of clean and occluded mAP on the validation file: what the alpha grid selects on."""
-    evaluation = result["evaluations"]["validation"]
-    occluded = [v["mAP"] for k, v in evaluation.items() if k.startswith("occluded")]
-    return 0.5 * (evaluation["clean"]["mAP"] + float(np.mean(occluded)))
+    return trainer_validation_score(result["evaluations"]["validation"])
 
 
 def alpha_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]]], focus: str) -> tuple[str, Cell]:

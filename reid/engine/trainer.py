@@ -75,6 +75,7 @@ from torch import nn
 from occsim.atomic import atomic_write_json
 from occsim.errors import BadInputError
 from occsim.store import StoreInfo, read_store
+from reid import __version__
 from reid.data.hdf5_dataset import TRAIN_ON, build_train_loader
 from reid.data.transforms import TransformConfig
 from reid.engine import distributed as D
@@ -88,6 +89,7 @@ from reid.engine.runs import (
     LAST_CHECKPOINT,
     METRICS_FILE,
 )
+from reid.distance import resolve_device
 from reid.losses import LossBreakdown, LossConfig, compute_losses
 from reid.models.aligned import ARCH_DIMS, ModelConfig, build_model
 from reid.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unwrap_model
@@ -326,15 +328,6 @@ class AmpSettings:
     @property
     def name(self) -> str:
         return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is a BadInputError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda: no CUDA device is visible; use --device cpu (or auto)")
-    return torch.device(name)
 
 
 def resolve_amp(amp: bool | None, device: torch.device) -> AmpSettings:
@@ -725,12 +718,6 @@ def _train(config: TrainConfig, device: torch.device, info: D.DistInfo, step_hoo
     return _Run(config, device, info, step_hook).run()
 
 
-def _package_version() -> str:
-    import reid
-
-    return str(getattr(reid, "__version__", ""))
-
-
 def _fmt_losses(values: dict[str, float]) -> str:
     return ", ".join(f"{name}={values[name]:.4g}" for name in LOGGED_LOSSES if name in values)
 
@@ -824,7 +811,7 @@ class _Run:
             atomic_write_json(self.run_dir / CONFIG_FILE, {
                 "train": config.to_dict(), "model": self.model_config.to_dict(),
                 "dataset_fingerprint": self.store.fingerprint, "world_size": info.world_size,
-                "package_version": _package_version(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "package_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
             if config.resume:
                 _rewrite_metrics(self.run_dir / METRICS_FILE, self.epoch)

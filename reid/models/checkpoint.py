@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from occsim.errors import BadInputError
+from reid import __version__
 from reid.models.aligned import AlignedReID, ModelConfig
 
 CHECKPOINT_FORMAT = "occluded-reid-checkpoint"
@@ -81,12 +82,6 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-def _package_version() -> str:
-    import reid
-
-    return str(getattr(reid, "__version__", ""))
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -118,7 +113,7 @@ def save_checkpoint(
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
-        "package_version": _package_version(),
+        "package_version": __version__,
         "model_config": config.to_dict(),
         "state_dict": state,
         "dataset_fingerprint": str(dataset_fingerprint),
