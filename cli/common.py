@@ -49,3 +49,17 @@ def parse_size(value: str, option: str = "--size") -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise BadInputError(f"{option} {value!r}: both sides must be positive")
     return height, width
+
+
+def split_commas(*values: str) -> tuple[str, ...]:
+    """Flatten repeated and comma-separated option values: ("mean", "black,random") -> 3 items."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+def parse_numbers(value: str, option: str, kind: type = int, what: str = "integers",
+                  example: str = "0,1,2") -> tuple:
+    """"0,1,2" -> (0, 1, 2) with ``kind`` (int or float); a bad item is a one-line BadInputError."""
+    try:
+        return tuple(kind(part) for part in split_commas(value))
+    except ValueError:
+        raise BadInputError(f"{option} {value!r}: expected comma-separated {what}, e.g. {example}") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input, parse_size, setup_logging
+from cli.common import handle_bad_input, parse_size, setup_logging, split_commas
 from occsim.errors import BadInputError
 from occsim.occluders import OccluderParams
 from occsim.schema import OCCLUDER_NAMES, SPLITS
@@ -19,7 +19,7 @@ _P = OccluderParams()  # the library's defaults are the CLI's
 
 def _comma_list(values: tuple[str, ...], option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """Flatten repeated and comma-separated values ("--type mean --type black,random")."""
-    items = tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+    items = split_commas(*values)
     unknown = [v for v in items if v not in allowed]
     if unknown:
         raise BadInputError(f"{option} {unknown[0]!r}: unknown; use one or more of {', '.join(allowed)}")

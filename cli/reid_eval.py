@@ -6,14 +6,13 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input
+from cli.common import handle_bad_input, split_commas
 from occsim.errors import BadInputError
 
 
 def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:
     """--query may be repeated and/or hold comma lists: ("clean,occluded:mean", "all")."""
-    out = tuple(part.strip() for value in values for part in value.split(",") if part.strip())
-    return out or ("all",)
+    return split_commas(*values) or ("all",)
 
 
 @click.command("eval")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input
+from cli.common import handle_bad_input, parse_numbers
 from occsim.errors import BadInputError
 
 
@@ -14,10 +14,7 @@ def parse_ids(value: str | None) -> list[int] | None:
     """"12,34" -> [12, 34]; None stays None."""
     if value is None:
         return None
-    try:
-        ids = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise BadInputError(f"--ids {value!r}: expected comma-separated identity numbers, e.g. 12,34") from None
+    ids = list(parse_numbers(value, "--ids", int, "identity numbers", "12,34"))
     if not ids:
         raise BadInputError(f"--ids {value!r}: no identity given; e.g. --ids 12,34")
     return ids

@@ -7,16 +7,8 @@ from typing import Any
 
 import click
 
-from cli.common import handle_bad_input
+from cli.common import handle_bad_input, parse_numbers
 from cli.train_options import int_list, pop_training_kwargs, shared_training_options
-from occsim.errors import BadInputError
-
-
-def _floats(value: str, option: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise BadInputError(f"{option} {value!r}: expected comma-separated numbers, e.g. 1,0.8,0.6") from None
 
 
 @click.command("study")
@@ -54,7 +46,7 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
     base = TrainConfig(data=str(data), alpha=alpha, eval_every=0, **training)
     config = StudyConfig(
         grid=grid, data=data, out=out or Path("reports") / grid, base=base, seeds=int_list(seeds, "--seeds"),
-        alphas=_floats(alphas, "--alphas"), val_fraction=val_fraction, device=training["device"], saliency=saliency,
+        alphas=parse_numbers(alphas, "--alphas", float, "numbers", "1,0.8,0.6"), val_fraction=val_fraction, device=training["device"], saliency=saliency,
     )
     report = run_study(config)
     click.echo(report.tables)

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.common import handle_bad_input, setup_logging
+from cli.common import handle_bad_input, setup_logging, split_commas
 from cli.train_options import pop_training_kwargs, shared_training_options
 from occsim.errors import BadInputError
 
@@ -69,8 +69,8 @@ def train_command(
         out = Path("runs") / (name or _default_name(training["arch"], alpha, train_on))
     config = TrainConfig(
         data=str(data), out=str(out), alpha=alpha, train_on=train_on,
-        train_occluders=tuple(t.strip() for t in train_occluders.split(",") if t.strip()),
-        eval_every=eval_every, eval_queries=tuple(q.strip() for q in eval_queries.split(",") if q.strip()),
+        train_occluders=split_commas(train_occluders),
+        eval_every=eval_every, eval_queries=split_commas(eval_queries),
         resume=resume, force=force, **training,
     )
     result = train(config)

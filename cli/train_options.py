@@ -10,8 +10,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from cli.common import parse_size
-from occsim.errors import BadInputError
+from cli.common import parse_numbers, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,10 +62,7 @@ def shared_training_options(func: F) -> F:
 
 def int_list(value: str, option: str) -> tuple[int, ...]:
     """"40,70" -> (40, 70)."""
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise BadInputError(f"{option} {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    return parse_numbers(value, option, int, "integers", "0,1,2")
 
 
 def pop_training_kwargs(options: dict[str, Any]) -> dict[str, Any]:
