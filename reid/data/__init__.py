@@ -20,8 +20,6 @@ from reid.data.hdf5_dataset import (
     build_eval_loader,
     build_train_dataset,
     build_train_loader,
-    collate_items,
-    collate_pairs,
 )
 from reid.data.sampler import KeyedBatchSampler, PKSampler, SampleKey
 from reid.data.transforms import (
@@ -45,8 +43,6 @@ __all__ = [
     "build_eval_loader",
     "build_train_dataset",
     "build_train_loader",
-    "collate_items",
-    "collate_pairs",
     "KeyedBatchSampler",
     "PKSampler",
     "SampleKey",

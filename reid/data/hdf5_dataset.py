@@ -20,7 +20,6 @@ read one row at a time (the images dataset is chunked one image per chunk).
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -334,16 +333,10 @@ def _long(values: Sequence[int]) -> torch.Tensor:
 
 
 def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An empty batch tensor; inside a DataLoader worker it is allocated in shared memory (as
-    default_collate does), so the batch reaches the main process without another copy."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    try:
-        template = torch.empty(0, dtype=dtype)
-        storage = template._typed_storage()._new_shared(math.prod(shape), device=template.device)
-        return template.new(storage).resize_(shape)
-    except (AttributeError, RuntimeError):  # private API gone: one extra copy, same result
-        return torch.empty(shape, dtype=dtype).share_memory_()
+    """An empty batch tensor; inside a DataLoader worker it lives in shared memory, so the
+    batch reaches the main process without being copied again when it is sent."""
+    buffer = torch.empty(shape, dtype=dtype)
+    return buffer if torch.utils.data.get_worker_info() is None else buffer.share_memory_()
 
 
 def _batch_images(
@@ -412,16 +405,6 @@ class CollatePairs:
             mean=tuple(self.mean),
             std=tuple(self.std),
         )
-
-
-def collate_items(items: list[dict[str, Any]]) -> Batch:
-    """:class:`CollateItems` with ImageNet statistics (float32 normalised images)."""
-    return CollateItems()(items)
-
-
-def collate_pairs(items: list[dict[str, Any]]) -> Batch:
-    """:class:`CollatePairs` with ImageNet statistics (float32 normalised images)."""
-    return CollatePairs()(items)
 
 
 def _worker_init(_worker_id: int) -> None:

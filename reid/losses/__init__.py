@@ -3,9 +3,6 @@
 from reid.losses.multitask import LossBreakdown, LossConfig, compute_losses, identity_loss
 from reid.losses.obc import obc_loss, occlusion_targets
 from reid.losses.triplet import (
-    TripletLoss,
-    TripletStats,
-    global_local_trihard,
     global_trihard,
     hard_example_mining,
     local_trihard,
@@ -15,10 +12,7 @@ from reid.losses.triplet import (
 __all__ = [
     "LossBreakdown",
     "LossConfig",
-    "TripletLoss",
-    "TripletStats",
     "compute_losses",
-    "global_local_trihard",
     "global_trihard",
     "hard_example_mining",
     "identity_loss",

@@ -55,11 +55,11 @@ class LossConfig:
         if not self.margin > 0.0:
             raise BadInputError(f"--margin {self.margin}: must be > 0")
         if not self.id_weight >= 0.0:
-            raise BadInputError(f"--id-weight {self.id_weight}: must be >= 0")
+            raise BadInputError(f"id_weight {self.id_weight}: must be >= 0 (LossConfig)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
         if not self.local_weight >= 0.0:
-            raise BadInputError(f"--local-weight {self.local_weight}: must be >= 0")
+            raise BadInputError(f"local_weight {self.local_weight}: must be >= 0 (LossConfig)")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -94,12 +94,6 @@ class LossBreakdown:
     violation_local: Tensor
     dist_ap: Tensor
     dist_an: Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        """All values as Python floats, for logging (one device sync)."""
-        names = list(self.__dataclass_fields__)
-        values = torch.stack([getattr(self, n).detach().float().reshape(()) for n in names]).cpu().tolist()
-        return dict(zip(names, values))
 
 
 def identity_loss(id_logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:

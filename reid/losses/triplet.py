@@ -8,10 +8,8 @@ pairs, so that both branches learn from one consistent set of triplets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from reid.distance import aligned_local_distance, euclidean_distance
 
@@ -67,40 +65,6 @@ def margin_ranking(dist_ap: Tensor, dist_an: Tensor, margin: float) -> tuple[Ten
     return loss, violation
 
 
-class TripletLoss(nn.Module):
-    """TriHard loss on a given distance matrix: ``forward(dist [N, N], labels [N])``.
-
-    Returns ``(loss, violation_fraction)``, both scalar tensors.
-    """
-
-    def __init__(self, margin: float = 0.3) -> None:
-        super().__init__()
-        self.margin = float(margin)
-
-    def forward(self, dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        dist_ap, dist_an, _, _ = hard_example_mining(dist, labels)
-        return margin_ranking(dist_ap, dist_an, self.margin)
-
-
-@dataclass(frozen=True)
-class TripletStats:
-    """Detached statistics of one TriHard evaluation (scalar tensors, log them with ``.item()``).
-
-    Attributes:
-        violation_global: fraction of global triplets with dist_an - dist_ap < margin.
-        violation_local: the same for the local triplets (same anchors, global-mined pairs).
-        dist_ap, dist_an: mean global distance to the hardest positive / negative.
-        p_inds, n_inds: shape [N], the mined indices (global distance).
-    """
-
-    violation_global: Tensor
-    violation_local: Tensor
-    dist_ap: Tensor
-    dist_an: Tensor
-    p_inds: Tensor
-    n_inds: Tensor
-
-
 def global_trihard(
     global_feat: Tensor, labels: Tensor, margin: float = 0.3
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -140,33 +104,3 @@ def local_trihard(
     local_ap = ldist.gather(1, p_inds.unsqueeze(1)).squeeze(1)
     local_an = ldist.gather(1, n_inds.unsqueeze(1)).squeeze(1)
     return margin_ranking(local_ap, local_an, margin)
-
-
-def global_local_trihard(
-    global_feat: Tensor, local_feat: Tensor, labels: Tensor, margin: float = 0.3
-) -> tuple[Tensor, Tensor, TripletStats]:
-    """AlignedReID's TriHard pair: global loss, and local loss on the globally mined pairs.
-
-    Args:
-        global_feat: shape [N, D].
-        local_feat: shape [N, H, C].
-        labels: shape [N].
-        margin: triplet margin for both losses.
-
-    Returns:
-        loss_global: scalar, TriHard on the Euclidean distance of ``global_feat``.
-        loss_local: scalar, mean(relu(L[i, p_i] - L[i, n_i] + margin)) with L the aligned local
-            distance and (p_i, n_i) mined on the global distance.
-        stats: :class:`TripletStats`.
-    """
-    loss_global, dist_ap, dist_an, p_inds, n_inds, viol_global = global_trihard(global_feat, labels, margin)
-    loss_local, viol_local = local_trihard(local_feat, p_inds, n_inds, margin)
-    stats = TripletStats(
-        violation_global=viol_global,
-        violation_local=viol_local,
-        dist_ap=dist_ap.detach().mean(),
-        dist_an=dist_an.detach().mean(),
-        p_inds=p_inds,
-        n_inds=n_inds,
-    )
-    return loss_global, loss_local, stats
