@@ -22,6 +22,7 @@ was interrupted continues from its last.pt.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from occsim.atomic import atomic_write_json
+from occsim.atomic import atomic_write_bytes, atomic_write_json
 from occsim.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
@@ -281,14 +282,19 @@ def occluders_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]
 # --------------------------------------------------------------------------- figures
 
 
+def _save_png(fig: Any, png: Path) -> None:
+    """Save a matplotlib Figure as PNG atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format="png")
+    atomic_write_bytes(png, buffer.getvalue(), "figure")
+
+
 def plot_cmc_curves(cells: list[Cell], results: dict[str, list[dict[str, Any]]], focus: str, png: Path) -> Path:
     """CMC curves of every cell (first seed): clean queries solid, occluded dashed."""
-    import matplotlib
+    from matplotlib.figure import Figure  # Agg, without touching pyplot's global backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for index, cell in enumerate(cells):
         evaluation = results[cell.name][0]["evaluations"]["test"]
         colour = f"C{index}"
@@ -300,17 +306,13 @@ def plot_cmc_curves(cells: list[Cell], results: dict[str, list[dict[str, Any]]],
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    _save_png(fig, png)
     return png
 
 
 def plot_alpha_curve(cells: list[Cell], results: dict[str, list[dict[str, Any]]], focus: str, png: Path) -> Path:
     """mAP against alpha: validation score (selection) and test clean / occluded mAP (reference)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # Agg, without touching pyplot's global backend
 
     ordered = sorted(cells, key=lambda c: c.alpha)
     alphas = [c.alpha for c in ordered]
@@ -319,15 +321,15 @@ def plot_alpha_curve(cells: list[Cell], results: dict[str, list[dict[str, Any]]]
         "test clean mAP": [aggregate(metric_values(results[c.name], "test", "clean", "mAP"))[0] for c in ordered],
         f"test {focus} mAP": [aggregate(metric_values(results[c.name], "test", focus, "mAP"))[0] for c in ordered],
     }
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, values in series.items():
         ax.plot(alphas, [100 * v for v in values], "o-", label=name)
     ax.set(xlabel="α (1 = no OBC loss)", ylabel="mAP (%)", title="α sweep")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    _save_png(fig, png)
     return png
 
 

@@ -311,6 +311,23 @@ def test_report_table_json_plot(gray_store: Path, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plots_leave_the_callers_matplotlib_backend_alone(gray_store: Path, tmp_path: Path) -> None:
+    import matplotlib
+
+    from reid.engine.curves import plot_curves
+
+    report = evaluate_model(GrayModel(), gray_store, queries=("all",), input_size=(16, 8), max_rank=3)
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # what an embedding application (a notebook, a GUI) may have chosen
+    try:
+        plot_cmc(report, tmp_path / "r.png")
+        plot_curves([{"epoch": 1, "total": 1.0}], tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    assert (tmp_path / "r.png").read_bytes()[:4] == (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 # -------------------------------------------------------------------------------- runs
 
 

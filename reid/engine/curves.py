@@ -13,10 +13,10 @@ The file is written to a temporary name and renamed, so a reader never sees half
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from occsim.atomic import atomic_write_bytes
 
 LOSS_KEYS: tuple[str, ...] = ("total", "triplet_global", "triplet_local", "id", "obc")
 RATE_KEYS: tuple[str, ...] = ("obc_acc", "violation_fraction")
@@ -69,13 +69,14 @@ def _val_series(records: Iterable[dict[str, Any]]) -> dict[str, tuple[list[int],
 
 def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: str = "") -> Path:
     """Draw the curves of ``records`` (metrics.jsonl objects) into ``out_path`` (PNG), atomically."""
-    import matplotlib
+    import io
 
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot's import
-    import matplotlib.pyplot as plt
+    # A bare Figure draws with Agg (no display needed) without touching pyplot's global backend.
+    from matplotlib.figure import Figure
 
     out_path = Path(out_path)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     ax_loss, ax_rate, ax_val = axes
     for key in LOSS_KEYS:
         xs, ys = _series(records, key)
@@ -103,15 +104,9 @@ def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".png", dir=out_path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, out_path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    atomic_write_bytes(out_path, buffer.getvalue(), "training curves")
     return out_path
 
 

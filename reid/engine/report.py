@@ -64,33 +64,29 @@ def write_json(report: "EvalReport", path: str | os.PathLike) -> Path:
 
 def plot_cmc(report: "EvalReport", png_path: str | os.PathLike) -> Path:
     """CMC curves, one per query set, ranks 1..max_rank, saved as a PNG (matplotlib Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
     import io
 
-    import matplotlib.pyplot as plt
+    # A bare Figure draws with Agg without pyplot's global backend: the caller's stays as it is.
+    from matplotlib.figure import Figure
 
     png_path = Path(png_path)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    try:
-        for row in report.rows:
-            ranks = list(range(1, len(row.cmc) + 1))
-            # Markers keep short curves (tiny galleries) and curves on the 100% line visible.
-            ax.plot(ranks, [100.0 * v for v in row.cmc], label=f"{row.name} (R1 {_pct(row.r1)}%)",
-                    linewidth=1.5, marker="o" if len(ranks) <= 20 else None, markersize=3)
-        ax.set_xlabel("rank")
-        ax.set_ylabel("matching rate (%)")
-        ax.set_ylim(0, 102)
-        ax.set_xlim(1, max([len(r.cmc) for r in report.rows] + [2]))
-        ax.set_title(f"CMC, {format_header(report)}", fontsize=8)
-        ax.grid(True, alpha=0.3)
-        if report.rows:
-            ax.legend(loc="lower right", fontsize=8)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.subplots()
+    for row in report.rows:
+        ranks = list(range(1, len(row.cmc) + 1))
+        # Markers keep short curves (tiny galleries) and curves on the 100% line visible.
+        ax.plot(ranks, [100.0 * v for v in row.cmc], label=f"{row.name} (R1 {_pct(row.r1)}%)",
+                linewidth=1.5, marker="o" if len(ranks) <= 20 else None, markersize=3)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_ylim(0, 102)
+    ax.set_xlim(1, max([len(r.cmc) for r in report.rows] + [2]))
+    ax.set_title(f"CMC, {format_header(report)}", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    if report.rows:
+        ax.legend(loc="lower right", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
     atomic_write_bytes(png_path, buffer.getvalue(), "CMC plot")
     return png_path
 
