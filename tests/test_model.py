@@ -6,6 +6,7 @@ import logging
 import socket
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -126,21 +127,22 @@ def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_imagenet_offline_warns_once_and_falls_back(
     hub_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen_timeouts: list[float | None] = []
+    seen: list[tuple[object, float | None]] = []
+    before = socket.getdefaulttimeout()
 
-    def offline(url: str, dst: str, *args: object, **kwargs: object) -> None:
-        seen_timeouts.append(socket.getdefaulttimeout())
+    def offline(url: str, *args: object, timeout: object = None, **kwargs: object) -> None:
+        seen.append((timeout, socket.getdefaulttimeout()))
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(hub, "download_url_to_file", offline)
-    before = socket.getdefaulttimeout()
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     start = time.perf_counter()
     with caplog.at_level(logging.WARNING):
         model = build_model(R18, pretrained="imagenet")
     assert time.perf_counter() - start < 10
     assert isinstance(model, AlignedReID)
-    assert len(seen_timeouts) == 1 and seen_timeouts[0] is not None and seen_timeouts[0] <= 30
-    assert socket.getdefaulttimeout() == before  # restored
+    # the request has its own short timeout; the process-wide socket default is never touched
+    assert len(seen) == 1 and isinstance(seen[0][0], float) and seen[0][0] <= 30 and seen[0][1] == before
+    assert not list(hub_dir.glob(".*.tmp"))  # the partial download is removed
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     message = warnings[0].getMessage()
@@ -150,7 +152,7 @@ def test_imagenet_offline_warns_once_and_falls_back(
 
 def test_imagenet_from_torchvision_cache(hub_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(hub, "download_url_to_file", lambda url, *a, **k: calls.append(url))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, *a, **k: calls.append(url))
     hub_dir.mkdir(parents=True)
     reference = torchvision.models.resnet18(weights=None).state_dict()
     torch.save(reference, hub_dir / R18_FILE)
@@ -164,7 +166,7 @@ def test_imagenet_from_torchvision_cache(hub_dir: Path, monkeypatch: pytest.Monk
 
 def test_none_is_silent_random_init(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(hub, "download_url_to_file", lambda url, *a, **k: calls.append(url))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, *a, **k: calls.append(url))
     with caplog.at_level(logging.DEBUG):
         build_model(R18, pretrained=None)
     assert calls == [] and not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -35,10 +35,12 @@ stride (the aligned distance costs H^2 per pair, so 16 stripes would cost 4x at 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
-import socket
+import tempfile
+import urllib.request
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -56,7 +58,7 @@ logger = logging.getLogger(__name__)
 #: Architecture name -> width of the last feature map (the global feature dimension).
 ARCH_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
-#: Seconds a socket may stay silent while trying to download ImageNet weights; offline machines
+#: Seconds the connection may stay silent while trying to download ImageNet weights; offline machines
 #: must fall back to random initialisation quickly instead of hanging.
 DOWNLOAD_TIMEOUT_S = 10.0
 
@@ -238,6 +240,30 @@ def _load_weights_file(path: Path, arch: str, expected: dict[str, torch.Tensor])
     return _extract_backbone_state(raw, path, arch, expected)
 
 
+def _download(url: str, dest: Path, hash_prefix: str | None) -> None:
+    """Download ``url`` into ``dest`` through a temporary file renamed when complete.
+
+    The timeout is this request's own (``urlopen(timeout=...)``): the process-wide socket
+    default, which other libraries rely on, is left alone. Prints nothing.
+
+    Raises:
+        OSError (URLError, timeouts), ValueError: the sha256 does not start with ``hash_prefix``.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}-", suffix=".tmp", dir=dest.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            while block := response.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+        if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
+            raise ValueError(f"the download's sha256 does not start with {hash_prefix}")
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def _imagenet_state(arch: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """ImageNet weights from torchvision's cache, else a fast-failing download, else None."""
     url = torchvision.models.get_model_weights(arch)["IMAGENET1K_V1"].url
@@ -250,12 +276,8 @@ def _imagenet_state(arch: str, expected: dict[str, torch.Tensor]) -> dict[str, t
             raise BadInputError(f"{exc} (torchvision cache file: delete it to download it again)") from exc
     # torchvision names its files <arch>-<sha256 prefix>.pth; check the download against it.
     match = re.search(r"-([a-f0-9]+)\.", filename)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        # download_url_to_file writes a temporary file and renames it, and prints nothing.
-        hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1) if match else None, progress=False)
+        _download(url, cached, hash_prefix=match.group(1) if match else None)
     except Exception as exc:  # URLError, OSError, timeouts, HTTP errors, hash mismatch...
         logger.warning(
             "no ImageNet weights for %s (download failed: %s); training from random init. "
@@ -263,8 +285,6 @@ def _imagenet_state(arch: str, expected: dict[str, torch.Tensor]) -> dict[str, t
             arch, type(exc).__name__, filename, cached.parent,
         )
         return None
-    finally:
-        socket.setdefaulttimeout(previous)
     return _load_weights_file(cached, arch, expected)
 
 
