@@ -12,6 +12,10 @@
   be normalised differently.
 * :func:`build_train_loader`, :func:`build_eval_loader`.
 
+Every item and batch also carries the occluder ``box`` in *network-input* pixels, after the
+item's own flip / crop / resize (see :func:`transform_item`), so that the per-stripe visibility
+target (:func:`reid.losses.visibility.stripe_coverage`) matches the pixels the model sees.
+
 The h5py file is opened lazily by whichever process reads pixels first, and reopened when the
 process id changes (a forked DataLoader worker); the open handle is never pickled. Pixels are
 read one row at a time (the images dataset is chunked one image per chunk).
@@ -51,6 +55,62 @@ TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both")
 # A transform maps a list of uint8 [h, w, 3] images plus one generator to a list of
 # uint8 tensors [3, H, W], applying the same random draws to every image of the list.
 Transform = Callable[[Sequence[np.ndarray], np.random.Generator], list[torch.Tensor]]
+#: The ``box`` of an item without an occluder box (a clean row, a ``real`` occlusion, or a
+#: transform that cannot say where the box lands): the HDF5 ``NO_BOX`` convention, as floats.
+NO_BOX_F: tuple[float, float, float, float] = (-1.0, -1.0, -1.0, -1.0)
+Box = tuple[float, float, float, float]
+
+
+def _clip_box(box: Sequence[float], size: tuple[int, int]) -> Box:
+    """(x, y, w, h) clipped to the frame [0, W] x [0, H]; a box pushed out of it keeps w or h 0."""
+    height, width = size
+    x, y, w, h = (float(v) for v in box)
+    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def transform_item(
+    transform: Transform | None,
+    images: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    box: Sequence[int],
+    image_size: tuple[int, int],
+) -> tuple[list[torch.Tensor], Box]:
+    """Transform the images of one item and say where the stored occluder box lands.
+
+    Args:
+        transform: see :data:`Transform`; None keeps the stored pixels.
+        images: uint8 [h, w, 3] images of one item (the same random draws for all).
+        rng: the item's generator.
+        box: the stored (x, y, w, h) of the occluder in stored pixels, -1s when none.
+        image_size: (h, w) of the stored images.
+
+    Returns:
+        uint8 tensors [3, H, W], and the box (x, y, w, h) as floats in output pixels (after
+        resize, flip and pad-and-crop), clipped to the output frame, so every coordinate is
+        >= 0; :data:`NO_BOX_F` when the row has no box, or when ``transform`` is neither
+        :class:`TrainTransform` nor :class:`EvalTransform` (its geometry is unknown). Random
+        erasing is not an occluder of the file and is not part of the box.
+    """
+    if transform is None:
+        tensors = [torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))) for image in images]
+        out_box, out_size = tuple(float(v) for v in box), image_size
+    elif isinstance(transform, TrainTransform):
+        # draw + apply is exactly TrainTransform.__call__, with the draws kept for the box.
+        params = transform.draw(rng)
+        tensors = [transform.apply(image, params) for image in images]
+        out_box, out_size = transform.transform_box(box, params, image_size), transform.config.size
+    elif isinstance(transform, EvalTransform):
+        tensors = transform(images, rng)
+        sy, sx = transform.size[0] / image_size[0], transform.size[1] / image_size[1]
+        x, y, w, h = (float(v) for v in box)
+        out_box, out_size = (x * sx, y * sy, w * sx, h * sy), transform.size
+    else:
+        return transform(images, rng), NO_BOX_F
+    if any(v < 0 for v in box):
+        return tensors, NO_BOX_F
+    return tensors, _clip_box(out_box, out_size)
 
 
 class _LazyImages:
@@ -113,7 +173,8 @@ class HDF5Split(torch.utils.data.Dataset):
 
     Items (``dataset[i]`` with an int or a :class:`~reid.data.sampler.SampleKey`) are dicts:
     ``image`` uint8 tensor [3, H, W]; ``pid``, ``label`` (-1 outside train), ``camid``,
-    ``occ_type``, ``clean_index``, ``row`` ints; ``occluded`` bool.
+    ``occ_type``, ``clean_index``, ``row`` ints; ``occluded`` bool; ``box`` the occluder's
+    (x, y, w, h) floats in the pixels of ``image`` (see :func:`transform_item`), -1s when none.
     """
 
     def __init__(
@@ -165,11 +226,9 @@ class HDF5Split(torch.utils.data.Dataset):
         index, epoch, slot = _unpack(key, self.epoch)
         row = int(self.rows[index])
         image = self._images.read(row)
-        if self.transform is None:
-            tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        else:
-            (tensor,) = self.transform([image], item_rng(self.seed, epoch, slot))
-        return _item_fields(self.manifest, row) | {"image": tensor}
+        rng = item_rng(self.seed, epoch, slot)
+        (tensor,), box = transform_item(self.transform, [image], rng, self.manifest.box[row], self.image_size)
+        return _item_fields(self.manifest, row) | {"image": tensor, "box": box}
 
 
 def _item_fields(manifest: SplitManifest, row: int) -> dict[str, Any]:
@@ -195,7 +254,8 @@ class PairedTrainSet(torch.utils.data.Dataset):
 
     Items are dicts: ``images`` list of two uint8 tensors [3, H, W] (clean, occluded);
     ``pid``, ``label``, ``camid`` ints; ``rows`` (clean row, occluded row);
-    ``occ_type`` of the copy.
+    ``occ_type`` and ``box`` of the copy (``box`` as in :class:`HDF5Split`; the clean image
+    has none).
 
     ``occluder_types`` keeps only copies of those types (empty = every type).
 
@@ -263,11 +323,8 @@ class PairedTrainSet(torch.utils.data.Dataset):
         copies = self.copies[index]
         occluded_row = int(copies[rng.integers(len(copies))]) if len(copies) > 1 else int(copies[0])
         images = [self._images.read(clean_row), self._images.read(occluded_row)]
-        if self.transform is None:
-            tensors = [torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in images]
-        else:
-            tensors = self.transform(images, rng)
         m = self.manifest
+        tensors, box = transform_item(self.transform, images, rng, m.box[occluded_row], self.image_size)
         return {
             "images": tensors,
             "pid": int(m.pid[clean_row]),
@@ -275,6 +332,7 @@ class PairedTrainSet(torch.utils.data.Dataset):
             "camid": int(m.camid[clean_row]),
             "rows": (clean_row, occluded_row),
             "occ_type": int(m.occ_type[occluded_row]),
+            "box": box,
         }
 
 
@@ -292,6 +350,8 @@ class Batch:
         occ_type: occluder codes, int64 [B].
         rows: rows in the split, int64 [B].
         clean_index: row of each image's clean original, int64 [B].
+        boxes: occluder (x, y, w, h) in the pixels of ``images``, float32 [B, 4], -1s when
+            none (clean rows, ``real`` occlusions); None from a collate that does not know them.
         mean, std: the normalisation :meth:`to` applies.
 
     In a joint (``--train-on both``) batch of P x K pairs, B = 2PK: the PK clean images first,
@@ -307,6 +367,7 @@ class Batch:
     occ_type: torch.Tensor
     rows: torch.Tensor
     clean_index: torch.Tensor
+    boxes: torch.Tensor | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -330,6 +391,11 @@ class Batch:
 
 def _long(values: Sequence[int]) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.int64)
+
+
+def _boxes(values: Sequence[Sequence[float]]) -> torch.Tensor:
+    """Item boxes -> float32 [B, 4] (items without a ``box`` key get -1s)."""
+    return torch.as_tensor(values, dtype=torch.float32).reshape(-1, 4)
 
 
 def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -372,6 +438,7 @@ class CollateItems:
             occ_type=_long([item["occ_type"] for item in items]),
             rows=_long([item["row"] for item in items]),
             clean_index=_long([item["clean_index"] for item in items]),
+            boxes=_boxes([item.get("box", NO_BOX_F) for item in items]),
             mean=tuple(self.mean),
             std=tuple(self.std),
         )
@@ -402,6 +469,7 @@ class CollatePairs:
             occ_type=_long([0] * n + [item["occ_type"] for item in items]),
             rows=_long(clean_rows + [item["rows"][1] for item in items]),
             clean_index=_long(clean_rows * 2),
+            boxes=_boxes([NO_BOX_F] * n + [item.get("box", NO_BOX_F) for item in items]),
             mean=tuple(self.mean),
             std=tuple(self.std),
         )
