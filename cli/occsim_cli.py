@@ -13,6 +13,7 @@ from cli.common import handle_bad_input, parse_size, setup_logging, split_commas
 from occsim.errors import BadInputError
 from occsim.occluders import OccluderParams
 from occsim.schema import OCCLUDER_NAMES, SPLITS
+from occsim.sources import LAYOUT_NAMES
 
 _P = OccluderParams()  # the library's defaults are the CLI's
 
@@ -56,8 +57,14 @@ def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, work
 
 @main.command()
 @click.option("--src", type=click.Path(path_type=Path), default=None,
-              help="Source folder (Market-1501 or DukeMTMC-reID layout). Default: data/Market-1501-v15.09.15 "
+              help="Source folder, layout detected (see --layout). Default: data/Market-1501-v15.09.15 "
                    "if present, else the built-in synthetic set in data/synthetic-market (made if missing).")
+@click.option("--layout", default=None, metavar="NAME",
+              help=f"Force the source layout: {', '.join(LAYOUT_NAMES)}.")
+@click.option("--variant", default=None, type=click.Choice(["detected", "labeled"]),
+              help="CUHK03-NP: which crops to read (default detected).")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seeds the train/test identity split of sources without an official one (CUHK01).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True)
 @click.option("--type", "types", multiple=True, default=("mean",), show_default=True,
               help=f"Occluder(s): {', '.join(OCCLUDER_NAMES)}; repeat or comma-separate. Each adds one occluded "
@@ -79,7 +86,8 @@ def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, work
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable source images (each one reported).")
 @handle_bad_input
-def generate(src: Path | None, out: Path, types: tuple[str, ...], patch: int, area_min: float, area_max: float,
+def generate(src: Path | None, layout: str | None, variant: str | None, split_seed: int, out: Path,
+             types: tuple[str, ...], patch: int, area_min: float, area_max: float,
              ratio_min: float, ratio_max: float, seed: int, workers: int, occlude: str, occlude_gallery: bool,
              size: str, force: bool, skip_bad: bool) -> None:
     """Write the occluded dataset (clean + occluded rows per split) to an HDF5 file."""
@@ -91,6 +99,7 @@ def generate(src: Path | None, out: Path, types: tuple[str, ...], patch: int, ar
                                 ratio_min=ratio_min, ratio_max=ratio_max),
         seed=seed, workers=workers, occlude=_comma_list((occlude,), "--occlude", SPLITS),
         occlude_gallery=occlude_gallery, image_size=parse_size(size), force=force, skip_bad=skip_bad,
+        layout=layout, variant=variant, split_seed=split_seed,
     )
     report = run_generate(config, echo=click.echo)
     click.echo(report.summary_text())

@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from occsim.errors import BadInputError
 from occsim.occluders import OCCLUDERS, OccluderParams, fill_box, get_occluder
-from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, SPLITS, occ_type_code
+from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
 from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
 from occsim.store import SplitManifest, StoreWriter, check_output_path
 
@@ -76,7 +76,7 @@ class GenerateConfig:
     """Arguments of :func:`generate`.
 
     Attributes:
-        src: source folder (Market-1501 or DukeMTMC-reID layout); None picks
+        src: source folder (any layout of :mod:`occsim.sources`); None picks
             ``data/Market-1501-v15.09.15`` when it exists, else the built-in synthetic set
             in ``data/synthetic-market`` (made on the fly when missing).
         out: the HDF5 file to write.
@@ -94,6 +94,9 @@ class GenerateConfig:
             but the order in which HDF5 lays out the chunks does: keep the default for
             byte-identical files (it is deliberately not derived from ``workers``).
         progress: show a progress bar (when stderr is a terminal).
+        layout: force the source layout (see :data:`occsim.sources.LAYOUT_NAMES`); None detects it.
+        variant: CUHK03-NP's ``detected`` or ``labeled`` subfolder.
+        split_seed: seeds the train/test identity split of a source without an official one (CUHK01).
     """
 
     src: Path | None = None
@@ -109,6 +112,9 @@ class GenerateConfig:
     skip_bad: bool = False
     chunk_size: int = 256
     progress: bool = True
+    layout: str | None = None
+    variant: str | None = None
+    split_seed: int = 0
 
     def validate(self) -> None:
         """Raise :class:`BadInputError` naming the option of the first invalid value."""
@@ -126,6 +132,8 @@ class GenerateConfig:
             raise BadInputError(f"--size {self.image_size!r}: both sides must be positive, e.g. 128x64")
         if self.chunk_size < 1:
             raise BadInputError(f"chunk_size {self.chunk_size!r}: must be positive")
+        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, (int, np.integer)) or self.split_seed < 0:
+            raise BadInputError(f"--split-seed {self.split_seed!r}: must be a non-negative integer")
 
     @property
     def ordered_types(self) -> tuple[str, ...]:
@@ -143,8 +151,11 @@ class GenerateConfig:
 
         Leaves out ``workers``, ``force``, ``chunk_size`` and ``progress`` (they do not change
         the contents) and records the source folder's name, not its absolute path, so that the
-        fingerprint is the same on every machine.
+        fingerprint is the same on every machine. ``source_args`` (what the reader decided: a
+        CUHK01 split, a CUHK03-NP variant) appears only for the sources that have any, so the
+        files of the other sources keep their fingerprints.
         """
+        source_args = {"source_args": dict(source.args)} if source.args else {}
         return {
             "source_folder": source.name,
             "layout": source.layout,
@@ -155,6 +166,7 @@ class GenerateConfig:
             "image_size": [int(self.image_size[0]), int(self.image_size[1])],
             "skipped": sorted(skipped),
             "rng": RNG_SCHEME,
+            **source_args,
         }
 
 
@@ -570,18 +582,37 @@ def _find_bad_images(source: Source, config: GenerateConfig, n_workers: int, sto
     return skipped
 
 
+def _row_counts(records: tuple, types: tuple[str, ...]) -> dict[str, int]:
+    """Rows of each kind of a split: "clean", "real" (when any) and one entry per occluder type."""
+    real = sum(1 for r in records if r.occluded)
+    return {"clean": len(records) - real, **({REAL_OCCLUSION: real} if real else {}),
+            **{t: len(records) for t in types}}
+
+
+def _read(src: Path, config: GenerateConfig) -> Source:
+    return read_source(src, layout=config.layout, variant=config.variant, split_seed=config.split_seed)
+
+
 def _build_manifest(split: str, source: Source, types: tuple[str, ...], boxes: np.ndarray) -> SplitManifest:
-    """Manifest of ``split``: clean rows in source order, then one block per type (boxes [T, n, 4])."""
+    """Manifest of ``split``: source rows in source order, then one block per type (boxes [T, n, 4]).
+
+    A source row that is genuinely occluded (a real occluded benchmark's query) is stored
+    with ``occluded`` True, the code ``real`` and box -1s; it is its own ``clean_index``
+    (there is no clean original), and synthetic copies of it point back at it.
+    """
     records = source.splits[split]
     n, copies = len(records), 1 + len(types)
     pid = np.array([r.pid for r in records], dtype=np.int32)
     camid = np.array([r.camid for r in records], dtype=np.int16)
+    real = np.array([r.occluded for r in records], dtype=np.bool_)
     codes = [0] + [occ_type_code(t) for t in types]
+    occ_type = np.repeat(np.array(codes, dtype=np.uint8), n)
+    occ_type[:n][real] = occ_type_code(REAL_OCCLUSION)
     return SplitManifest(
         pid=np.tile(pid, copies),
         camid=np.tile(camid, copies),
-        occluded=np.repeat([False] + [True] * len(types), n),
-        occ_type=np.repeat(np.array(codes, dtype=np.uint8), n),
+        occluded=np.concatenate([real, np.ones(n * len(types), dtype=np.bool_)]),
+        occ_type=occ_type,
         box=np.concatenate([np.tile(np.array(NO_BOX, dtype=np.int16), (n, 1)), boxes.reshape(-1, 4)]),
         clean_index=np.tile(np.arange(n, dtype=np.int32), copies),
         path=[r.path for r in records] * copies,
@@ -608,13 +639,13 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
     n_workers = resolve_workers(config.workers)
     # Fail fast, before any long work (making the synthetic set, decoding): a given source
     # is parsed first (it is only listed), then the output is checked.
-    source = read_source(config.src) if config.src is not None else None
+    source = _read(config.src, config) if config.src is not None else None
     check_output_path(out, config.force)
     if source is None:
         resolving = time.perf_counter()
         root = resolve_source(None, n_workers, echo)
         started += time.perf_counter() - resolving  # making the synthetic set is not generating
-        source = read_source(root)
+        source = _read(root, config)
     echo(format_summary(source, summarize_source(source)))
     types, image_size = config.ordered_types, (int(config.image_size[0]), int(config.image_size[1]))
     if not types or not config.occluded_splits:
@@ -626,8 +657,9 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
             skipped = _find_bad_images(source, config, n_workers, stop)
             for bad in skipped:
                 logger.warning("skipping %s: %s", source.root / bad.path, bad.reason)
+            had_rows = {s for s, records in source.splits.items() if records}  # a test-only source has no train
             source = source.without({bad.path for bad in skipped})
-            empty = [s for s, records in source.splits.items() if not records]
+            empty = [s for s, records in source.splits.items() if not records and s in had_rows]
             if empty:
                 raise BadInputError(f"{source.root}: no readable image left in the {', '.join(empty)} split; "
                                     f"check the source folder")
@@ -673,7 +705,7 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
             fingerprint = writer.finish(source=source.name, seed=int(config.seed),
                                         generator_args=config.generator_args(source, (s.path for s in skipped)))
 
-    rows = {s: {"clean": len(source.splits[s]), **{t: len(source.splits[s]) for t in split_types[s]}} for s in SPLITS}
+    rows = {s: _row_counts(source.splits[s], split_types[s]) for s in SPLITS}
     return GenerateReport(out=out, source=source.root, layout=source.layout, fingerprint=fingerprint, rows=rows,
                           images=len(source), seconds=time.perf_counter() - started, workers=n_workers,
                           skipped=tuple(skipped))

@@ -29,6 +29,19 @@ def _split_line(name: str, manifest: SplitManifest) -> str:
             f"  {'':<8}{identities:>7} identities{labels}; cameras {', '.join(str(c) for c in cameras)}")
 
 
+LIST_HEAD = 6  # items of a long list shown (a CUHK01 file records its 485 training identities)
+
+
+def _short(value: object) -> str:
+    """JSON of a generator argument, long lists shortened to their first items and count."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list) and len(value) > 2 * LIST_HEAD:
+        head = ", ".join(json.dumps(v) for v in value[:LIST_HEAD])
+        return f"[{head}, ... ({len(value)} items)]"
+    return json.dumps(value)
+
+
 def describe(info: StoreInfo) -> str:
     """Splits, rows, clean/occluded counts per type, identities, cameras, generator args, fingerprint.
 
@@ -45,5 +58,5 @@ def describe(info: StoreInfo) -> str:
     ]
     lines.extend(_split_line(name, manifest) for name, manifest in info.splits.items())
     lines.append("generator arguments:")
-    lines.extend(f"  {key}: {json.dumps(value)}" for key, value in sorted(info.generator_args.items()))
+    lines.extend(f"  {key}: {_short(value)}" for key, value in sorted(info.generator_args.items()))
     return "\n".join(lines)

@@ -37,10 +37,15 @@ class OccType(IntEnum):
     MEAN = 1
     BLACK = 2
     RANDOM = 3
+    REAL = 4  # genuinely occluded crop of a real occluded benchmark (box -1s); no synthetic occluder
 
 
 OCC_TYPE_NAMES: tuple[str, ...] = tuple(t.name.lower() for t in OccType)
-OCCLUDER_NAMES: tuple[str, ...] = OCC_TYPE_NAMES[1:]
+REAL_OCCLUSION = "real"
+# The synthetic occluders (what `occsim generate --type` draws); "real" is data, not an occluder.
+OCCLUDER_NAMES: tuple[str, ...] = tuple(n for n in OCC_TYPE_NAMES[1:] if n != REAL_OCCLUSION)
+# Every kind of occluded row a query set can select ("occluded:<kind>").
+OCCLUSION_KINDS: tuple[str, ...] = OCC_TYPE_NAMES[1:]
 
 
 def occ_type_code(name: str) -> int:
@@ -48,7 +53,7 @@ def occ_type_code(name: str) -> int:
     try:
         return OCC_TYPE_NAMES.index(name)
     except ValueError:
-        raise ValueError(f"unknown occlusion type {name!r}; known: {', '.join(OCCLUDER_NAMES)}") from None
+        raise ValueError(f"unknown occlusion type {name!r}; known: {', '.join(OCCLUSION_KINDS)}") from None
 
 
 STRING_DTYPE = h5py.string_dtype("utf-8")

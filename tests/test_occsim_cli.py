@@ -98,7 +98,8 @@ def test_empty_source(tmp_path: Path) -> None:
 def test_not_market_layout(tmp_path: Path) -> None:
     write_jpeg(tmp_path / "holiday" / "IMG_0001.jpg", seed=0)
     result = _run("generate", "--src", tmp_path / "holiday", "--out", tmp_path / "o.h5", *SMALL)
-    _assert_bad_input(result, "holiday", "not in the Market-1501 layout", "bounding_box_train/")
+    _assert_bad_input(result, "holiday", "no known dataset layout; looked for", "bounding_box_train/", "campus/",
+                      "--layout")
     assert not (tmp_path / "o.h5").exists()
 
 
