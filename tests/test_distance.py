@@ -130,11 +130,11 @@ def test_aligned_gradcheck() -> None:
 
 
 def test_aligned_bad_shapes() -> None:
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"got \(2, 4, 3\) and \(2, 5, 3\); pass stripe features of equal H and C"):
         aligned_local_distance(torch.zeros(2, 4, 3), torch.zeros(2, 5, 3))
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"expected shapes \[M, H, C\] and \[N, H, C\], got \(2, 4\) and \(2, 4\)"):
         aligned_local_distance(torch.zeros(2, 4), torch.zeros(2, 4))
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="block_size: must be >= 1, got 0"):
         aligned_local_distance(torch.zeros(2, 4, 3), torch.zeros(2, 4, 3), block_size=0)
 
 
@@ -158,7 +158,7 @@ def test_pairwise_blocked_equals_unblocked() -> None:
     g = torch.randn(13, 6, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(pairwise_distance(q, g, "euclidean", block_size=3), torch.cdist(q, g))
     torch.testing.assert_close(pairwise_distance(q, g, "cosine", block_size=4), cosine_distance(q, g))
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="unknown distance \'manhattan\'; use euclidean or cosine"):
         pairwise_distance(q, g, "manhattan")  # type: ignore[arg-type]
 
 
@@ -183,9 +183,9 @@ def test_combined_distance_modes() -> None:
     np.testing.assert_allclose(both, glob + loc, atol=1e-5)
     cos = combined_distance(qg, gg, mode="global", metric="cosine")
     np.testing.assert_allclose(cos, cosine_distance(qg, gg).numpy(), atol=1e-6)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="--distance local: local features are missing"):
         combined_distance(qg, gg, mode="local")
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="--distance: unknown mode \'both\'"):
         combined_distance(qg, gg, ql, gl, mode="both")  # type: ignore[arg-type]
 
 
@@ -210,7 +210,7 @@ def test_shortlist_places_the_rest_after_in_global_order() -> None:
         np.testing.assert_array_equal(
             np.argsort(short[i, rest], kind="stable"), np.argsort(glob[i, rest], kind="stable")
         )
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="--shortlist: k must be >= 1, got 0"):
         shortlist_aligned_distance(qg, gg, ql, gl, k=0)
 
 

@@ -105,9 +105,9 @@ def test_max_rank_larger_than_gallery_uses_gallery_size(caplog: pytest.LogCaptur
     assert res.cmc.shape == (7,)
     np.testing.assert_array_equal(res.cmc[:5], EXPECTED_CMC)
     np.testing.assert_array_equal(res.cmc[5:], [1.0, 1.0])
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"rank: k must be in 1\.\.7, got 8"):
         res.rank(8)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"rank: k must be in 1\.\.7, got 0"):
         res.rank(0)
 
 
@@ -117,16 +117,16 @@ def test_no_valid_query_raises() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "message"),
     [
-        (np.zeros((2, 7)), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS),  # 4 pids for 2 rows
-        (np.zeros((4, 6)), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS),  # 7 gallery pids for 6 columns
-        (np.zeros(7), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS),  # not 2-D
-        (DIST, Q_PIDS.astype(float), G_PIDS, Q_CAMS, G_CAMS),  # float pids
+        ((np.zeros((2, 7)), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS), "q_pids/q_camids: expected 2 values"),  # 4 pids, 2 rows
+        ((np.zeros((4, 6)), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS), "g_pids/g_camids: expected 6 values"),  # 7 for 6 columns
+        ((np.zeros(7), Q_PIDS, G_PIDS, Q_CAMS, G_CAMS), r"distmat: expected shape \[Q, G\], got \(7,\)"),  # not 2-D
+        ((DIST, Q_PIDS.astype(float), G_PIDS, Q_CAMS, G_CAMS), "q_pids: expected integers, got dtype float64"),
     ],
 )
-def test_bad_shapes_raise(args: tuple) -> None:
-    with pytest.raises(BadInputError):
+def test_bad_shapes_raise(args: tuple, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
         evaluate(*args)
 
 

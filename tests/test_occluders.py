@@ -17,7 +17,7 @@ from occsim.occluders import (
     occlude_mean,
     occlude_random,
 )
-from occsim.schema import OCCLUDER_NAMES
+from occsim.schema import OCCLUDER_NAMES, occ_type_code
 
 
 def _image(h: int = 128, w: int = 64, seed: int = 1) -> np.ndarray:
@@ -31,8 +31,11 @@ def _outside_mask(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> np.
     return mask
 
 
-def test_registry_covers_schema_names() -> None:
-    assert tuple(OCCLUDERS) == OCCLUDER_NAMES == ("mean", "black", "random")
+def test_every_occluder_has_a_stable_schema_code() -> None:
+    for name in OCCLUDERS:  # each occluder's rows are stored under its own, non-zero code
+        assert name in OCCLUDER_NAMES and occ_type_code(name) > 0
+    # The codes are written into files: renumbering would silently relabel every existing file.
+    assert [occ_type_code(n) for n in ("mean", "black", "random")] == [1, 2, 3]
     with pytest.raises(BadInputError, match="--type 'noise'"):
         get_occluder("noise")
 
@@ -137,9 +140,9 @@ def test_deterministic_for_the_same_seed(name: str) -> None:
 
 
 def test_rejects_non_rgb_input() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"shape \[H, W, 3\], got uint8 \(10, 10\)$"):
         occlude_mean(np.zeros((10, 10), dtype=np.uint8), np.random.default_rng(0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"got float32 \(10, 10, 3\)"):
         occlude_mean(np.zeros((10, 10, 3), dtype=np.float32), np.random.default_rng(0))
 
 

@@ -92,7 +92,7 @@ def test_rank_figure_border_colours(tmp_path: Path) -> None:
 
 def test_rank_figure_rejects_mismatched_flags() -> None:
     grey = np.zeros((8, 4, 3), dtype=np.uint8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 gallery images but 1 match flags"):
         rank_figure(grey, np.stack([grey] * 2), [True])
 
 

@@ -88,11 +88,11 @@ def test_reciprocal_neighbour_becomes_closer() -> None:
 
 def test_bad_inputs() -> None:
     qg, qq, gg = _split(np.random.default_rng(0).normal(size=(8, 2)), 3)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"q_q_dist: expected shape \(3, 3\), got \(2, 3\)"):
         re_rank(qg, qq[:2], gg)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"g_g_dist: expected shape \(5, 5\), got \(5, 3\)"):
         re_rank(qg, qq, gg[:, :3])
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="k1 and k2 must be >= 1, got k1=0"):
         re_rank(qg, qq, gg, k1=0)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"lambda must be in \[0, 1\], got 1\.5"):
         re_rank(qg, qq, gg, lambda_value=1.5)

@@ -47,7 +47,7 @@ def test_grad_cam_matches_hand_computation() -> None:
 
 
 def test_grad_cam_rejects_mismatched_shapes() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"both be \[N, C, h, w\], got \(1, 2, 3, 3\) and \(1, 2, 3, 2\)"):
         grad_cam(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 2))
 
 
@@ -107,7 +107,7 @@ def test_gradcam_puts_saliency_where_the_head_looks(half: str) -> None:
 
 def test_gradcam_outside_context_is_an_error() -> None:
     model = HalfReader("top")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="use GradCAM as a context manager"):
         GradCAM(model, model.backbone.layer4)(torch.zeros(1, 3, 8, 4), lambda out: out.sum(dim=1))
 
 
@@ -148,9 +148,9 @@ def test_box_mass_on_hand_made_maps() -> None:
 
 
 def test_box_mass_refuses_a_missing_box() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"box \(-1, -1, -1, -1\) is not an occlusion box"):
         box_mass(np.ones((10, 8)), (-1, -1, -1, -1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"box \(20, 20, 4, 4\) lies outside the 10x8 image"):
         box_mass(np.ones((10, 8)), (20, 20, 4, 4))
 
 

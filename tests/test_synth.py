@@ -191,7 +191,7 @@ def test_force_never_removes_the_working_folder(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(tmp_path)
     cfg = SynthConfig(n_ids=2, images_per_id=3, n_junk=1, n_distractors=1)
     for target in (Path("."), tmp_path, tmp_path.parent):
-        with pytest.raises(BadInputError):
+        with pytest.raises(BadInputError, match="is the current folder, one above it or the home folder"):
             synthesize_market(target, cfg, force=True)
     assert (tmp_path / "keep.txt").exists()
 
@@ -212,12 +212,18 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"n_ids": 1}, {"n_cameras": 1}, {"n_cameras": 10}, {"images_per_id": 2}, {"seed": -1},
-    {"image_size": (16, 64)}, {"n_junk": -1}, {"n_ids": 2.5},
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_ids": 1}, r"n_ids \(--ids\) = 1: must be in \[2, 9998\]"),
+    ({"n_cameras": 1}, r"n_cameras \(--cameras\) = 1: must be in \[2, 9\]"),
+    ({"n_cameras": 10}, r"n_cameras \(--cameras\) = 10: must be in \[2, 9\]"),
+    ({"images_per_id": 2}, r"images_per_id \(--images-per-id\) = 2: must be in \[3, 1000\]"),
+    ({"seed": -1}, r"seed \(--seed\) = -1: must be in \[0, "),
+    ({"image_size": (16, 64)}, r"image_size height = 16: must be in \[32, 1024\]"),
+    ({"n_junk": -1}, r"n_junk = -1: must be in \[0, "),
+    ({"n_ids": 2.5}, r"n_ids \(--ids\) = 2\.5: not an integer"),
 ])
-def test_bad_config_is_a_bad_input_error(kwargs: dict) -> None:
-    with pytest.raises(BadInputError):
+def test_bad_config_is_a_bad_input_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
         SynthConfig(**kwargs)
 
 
