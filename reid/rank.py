@@ -268,15 +268,14 @@ def run_rank(
 ) -> list[Path]:
     """``reid rank``: load ``checkpoint`` and call :func:`write_rank_figures` at the input size
     the checkpoint records. Returns the PNG paths (per query, then the sheet)."""
-    from reid.engine.features import input_size_from_extra
-    from reid.models.checkpoint import load_model
+    from reid.models.inference import load_inference_model
 
     # Validate the query set before the model load, so that a typo fails fast.
     expand_queries([query], read_store(data))
     dev = resolve_device(device)
-    model, ckpt = load_model(checkpoint, device=dev)
+    model, spec = load_inference_model(checkpoint, device=dev)
     return write_rank_figures(
         model, data, out_dir, query=query, n_queries=n_queries, ids=ids, seed=seed, distance=distance,
-        metric=metric, k=k, input_size=input_size_from_extra(ckpt.extra), gallery=gallery, device=dev,
+        metric=metric, k=k, input_size=spec.input_size, gallery=gallery, device=dev,
         batch_size=batch_size,
     )

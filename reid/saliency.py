@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from occsim.atomic import atomic_write_bytes, atomic_write_json
 from occsim.errors import BadInputError
-from occsim.schema import OCCLUDER_NAMES
+from occsim.schema import OCC_TYPE_NAMES, OCCLUDER_NAMES
 from occsim.store import SplitManifest, open_h5, read_images, read_store
 from reid.data.transforms import EvalTransform, normalize_batch
 
@@ -463,7 +463,7 @@ def saliency_for_queries(
         occluded_images=occluded,
         clean_images=clean,
         target=target,
-        occ_type=",".join(OCCLUDER_NAMES[c - 1] for c in codes if c > 0),
+        occ_type=",".join(OCC_TYPE_NAMES[c] for c in codes if c > 0),
     )
     for name, model, input_size in tqdm(models, desc="saliency", unit="model", disable=None, leave=False):
         cams = model_saliency(model, occluded, clean, input_size, target, device, batch_size)
@@ -724,7 +724,7 @@ def run_saliency(
     write the Figure-2 PNGs, the contact sheet and :data:`BOX_MASS_JSON` into ``out_dir``.
 
     Each model runs at the input size its checkpoint records
-    (:func:`reid.engine.features.input_size_from_extra`).
+    (:func:`reid.models.inference.load_inference_model`).
 
     Raises:
         BadInputError: a missing or foreign file, unknown --type / --target, ids without an
@@ -732,8 +732,7 @@ def run_saliency(
     """
     # Imported here: the checkpoint and feature modules are only needed end to end.
     from reid.distance import resolve_device
-    from reid.engine.features import input_size_from_extra
-    from reid.models.checkpoint import load_model
+    from reid.models.inference import load_inference_model
 
     data = Path(data)
     out_dir = Path(out_dir)
@@ -749,10 +748,10 @@ def run_saliency(
     dev = resolve_device(device)
     models: list[tuple[str, nn.Module, tuple[int, int]]] = []
     for label, path in zip(labels, paths):
-        model, checkpoint = load_model(path, device=dev)
-        if checkpoint.dataset_fingerprint != store.fingerprint:
+        model, spec = load_inference_model(path, device=dev)
+        if spec.dataset_fingerprint != store.fingerprint:
             logger.warning("%s was trained on data with another fingerprint than %s: the splits may differ", path, data)
-        models.append((label, model, input_size_from_extra(checkpoint.extra)))
+        models.append((label, model, spec.input_size))
     result = saliency_for_queries(models, data, rows, target=target, device=dev, batch_size=batch_size)
     figures = write_saliency_figures(result, out_dir, scale=scale)
     summary = box_mass_summary(

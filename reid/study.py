@@ -166,9 +166,8 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
         (result dict as written to result.json, True when it was trained now).
     """
     from reid.engine.evaluator import evaluate_model
-    from reid.engine.features import input_size_from_extra
     from reid.engine.trainer import train
-    from reid.models.checkpoint import load_model
+    from reid.models.inference import load_inference_model
 
     folder = cell_dir(config.out, cell, seed)
     result_path = folder / RESULT_FILE
@@ -186,8 +185,8 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     trained = train(train_config)
     if trained.interrupted:
         raise KeyboardInterrupt(trained.message)
-    model, checkpoint = load_model(trained.last_checkpoint, device="cpu")
-    input_size = input_size_from_extra(checkpoint.extra)
+    model, spec = load_inference_model(trained.last_checkpoint, device="cpu")
+    input_size = spec.input_size
     evaluations = {}
     for role, path in eval_files.items():
         report = evaluate_model(model, path, queries=("all",), gallery="clean", device=config.device, input_size=input_size)

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from occsim.errors import BadInputError
-from occsim.schema import OCCLUDER_NAMES
+from occsim.schema import OCCLUSION_KINDS
 from occsim.store import StoreInfo, read_store
 from reid.distance import combined_distance, resolve_device, shortlist_aligned_distance
-from reid.engine.features import DEFAULT_INPUT_SIZE, Features, extract_features, input_size_from_extra
+from reid.engine.features import DEFAULT_INPUT_SIZE, Features, extract_features
 from reid.metrics.protocol import evaluate
 
 logger = logging.getLogger(__name__)
@@ -186,9 +186,9 @@ def expand_queries(queries: Sequence[str], store: StoreInfo) -> list[str]:
             expanded = ["clean"] + [f"occluded:{t}" for t in present]
         elif name.startswith("occluded:"):
             kind = name.split(":", 1)[1]
-            if kind not in OCCLUDER_NAMES:
+            if kind not in OCCLUSION_KINDS:
                 raise BadInputError(
-                    f"--query {raw}: unknown occluder type {kind!r}; known types: {', '.join(OCCLUDER_NAMES)} "
+                    f"--query {raw}: unknown occluder type {kind!r}; known types: {', '.join(OCCLUSION_KINDS)} "
                     f"(present in {store.path}: {present_text})"
                 )
             if kind not in present:
@@ -382,7 +382,7 @@ def run_eval(config: EvalConfig) -> EvalReport:
     splits may differ, so query identities may have been seen in training.
     """
     from reid.engine.runs import find_latest_checkpoint
-    from reid.models.checkpoint import load_model
+    from reid.models.inference import load_inference_model
 
     checkpoint_path = Path(config.checkpoint) if config.checkpoint is not None else find_latest_checkpoint()
     store = read_store(config.data)
@@ -390,13 +390,13 @@ def run_eval(config: EvalConfig) -> EvalReport:
     expand_queries(config.queries, store)
     _check_options(config.distance, config.metric, config.shortlist, config.max_rank, config.rerank)
     dev = resolve_device(config.device)
-    model, checkpoint = load_model(checkpoint_path, device=dev)
-    if checkpoint.dataset_fingerprint != store.fingerprint:
+    model, spec = load_inference_model(checkpoint_path, device=dev)
+    if spec.dataset_fingerprint != store.fingerprint:
         logger.warning(
             "%s was trained on data with fingerprint %s, but %s has %s: the splits may differ",
-            checkpoint_path, checkpoint.dataset_fingerprint[:12] or "(none)", config.data, store.fingerprint[:12],
+            checkpoint_path, spec.dataset_fingerprint[:12] or "(none)", config.data, store.fingerprint[:12],
         )
-    input_size = input_size_from_extra(checkpoint.extra)
+    input_size = spec.input_size
     report = evaluate_model(
         model,
         config.data,
@@ -416,5 +416,5 @@ def run_eval(config: EvalConfig) -> EvalReport:
         store=store,
     )
     report.checkpoint = str(checkpoint_path)
-    report.checkpoint_fingerprint = checkpoint.dataset_fingerprint
+    report.checkpoint_fingerprint = spec.dataset_fingerprint
     return report

@@ -9,6 +9,7 @@ from reid.models.checkpoint import (
     save_checkpoint,
     unwrap_model,
 )
+from reid.models.inference import InferenceSpec, load_inference_model
 
 __all__ = [
     "ARCH_DIMS",
@@ -17,8 +18,10 @@ __all__ = [
     "ModelConfig",
     "ModelOutput",
     "build_model",
+    "InferenceSpec",
     "check_state_dict",
     "load_checkpoint",
+    "load_inference_model",
     "load_model",
     "save_checkpoint",
     "unwrap_model",
