@@ -45,8 +45,9 @@ def _subset(manifest: SplitManifest, rows: np.ndarray, relabel: bool) -> SplitMa
     ), rows
 
 
-def split_identities(manifest: SplitManifest, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Choose held-out identities and their query/gallery rows.
+def split_identities(manifest: SplitManifest, fraction: float, seed: int,
+                     option: str = "--fraction") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Choose held-out identities and their query/gallery rows (``option`` names ``fraction`` in errors).
 
     Returns:
         (train_rows, query_rows, gallery_rows): row indices into ``manifest``; query rows
@@ -55,7 +56,7 @@ def split_identities(manifest: SplitManifest, fraction: float, seed: int) -> tup
     pids = np.unique(manifest.pid)
     n_held = int(round(len(pids) * fraction))
     if not 0 < n_held < len(pids) - 1:
-        raise BadInputError(f"--val-fraction {fraction}: holds out {n_held} of {len(pids)} identities; "
+        raise BadInputError(f"{option} {fraction}: holds out {n_held} of {len(pids)} identities; "
                             "choose a fraction that keeps at least one identity on each side")
     held = np.sort(np.random.default_rng(seed).choice(pids, size=n_held, replace=False))
     is_held = np.isin(manifest.pid, held)
@@ -81,7 +82,8 @@ def split_identities(manifest: SplitManifest, fraction: float, seed: int) -> tup
     return np.flatnonzero(~is_held), query_rows, np.asarray(gallery, dtype=np.int64)
 
 
-def carve_validation(src: Path, out: Path, fraction: float = 0.2, seed: int = 0, force: bool = False) -> Path:
+def carve_validation(src: Path, out: Path, fraction: float = 0.2, seed: int = 0, force: bool = False,
+                     option: str = "--fraction") -> Path:
     """Write ``out``: a validation file carved from the train split of ``src``.
 
     Args:
@@ -90,15 +92,16 @@ def carve_validation(src: Path, out: Path, fraction: float = 0.2, seed: int = 0,
         fraction: share of the training identities held out for validation.
         seed: chooses the held-out identities.
         force: overwrite an existing ``out``.
+        option: the command-line option that set ``fraction``, named in errors.
 
     Returns:
         ``out``.
     """
     info = read_store(src)
     train = info.split("train")
-    train_rows, query_rows, gallery_rows = split_identities(train, fraction, seed)
+    train_rows, query_rows, gallery_rows = split_identities(train, fraction, seed, option)
     if len(query_rows) == 0:
-        raise BadInputError(f"{src}: the held-out identities have no image pairs across cameras; raise --val-fraction")
+        raise BadInputError(f"{src}: the held-out identities have no image pairs across cameras; raise {option}")
     parts = {
         "train": _subset(train, train_rows, relabel=True),
         "query": _subset(train, query_rows, relabel=False),

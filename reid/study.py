@@ -346,7 +346,8 @@ def run_study(config: StudyConfig) -> StudyReport:
     if any(c.on_validation for c in cells):
         validation_file = config.out / "validation.h5"
         if not validation_file.is_file():
-            carve_validation(config.data, validation_file, fraction=config.val_fraction, seed=config.base.seed)
+            carve_validation(config.data, validation_file, fraction=config.val_fraction, seed=config.base.seed,
+                             option="--val-fraction")
     results: dict[str, list[dict[str, Any]]] = {}
     trained = reused = 0
     for cell in cells:

@@ -71,8 +71,10 @@ def test_carving_is_deterministic_and_records_its_origin(tiny_store: Path, carve
 
 
 def test_a_fraction_that_empties_a_side_is_refused(tiny_store: Path, tmp_path: Path) -> None:
-    with pytest.raises(BadInputError, match="--val-fraction"):
+    with pytest.raises(BadInputError, match="^--fraction 0.01: holds out 0 of"):  # split-val's option
         carve_validation(tiny_store, tmp_path / "v.h5", fraction=0.01)
+    with pytest.raises(BadInputError, match="^--val-fraction 0.01: holds out 0 of"):  # the study's
+        carve_validation(tiny_store, tmp_path / "v.h5", fraction=0.01, option="--val-fraction")
     assert not (tmp_path / "v.h5").exists()
 
 
