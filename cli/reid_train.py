@@ -36,11 +36,14 @@ def _default_name(arch: str, alpha: float, train_on: str) -> str:
 @click.option("--name", default=None, help="Run name for the default --out (default: ARCH-aALPHA-TRAINON-TIME).")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
               help="L = alpha * L_AlignedReID + (1 - alpha) * L_OBC; 1 = plain AlignedReID.")
-@click.option("--train-on", type=click.Choice(["clean", "occluded", "both"]), default="both", show_default=True,
-              help="both: every batch holds clean images and their occluded copies.")
+@click.option("--train-on", type=click.Choice(["clean", "occluded", "both", "augment"]), default="both",
+              show_default=True,
+              help="both: every batch holds clean images and their occluded copies; augment: occlusion as a "
+                   "per-image augmentation (each clean image read as one of its occluded copies with probability "
+                   "--occlusion-p, no twin in the batch).")
 @click.option("--train-occluders", default="", metavar="TYPES",
               help="Occluder types (comma-separated, e.g. mean,black) whose copies are trained on with "
-                   "--train-on occluded|both. Default: every type in the file.")
+                   "--train-on occluded|both|augment. Default: every type in the file.")
 @shared_training_options
 @click.option("--eval-every", type=click.IntRange(min=0), default=10, show_default=True,
               help="Validate (R1, mAP on clean and occluded queries) every N epochs and after the last; 0 = never.")

@@ -38,6 +38,18 @@ SHARED_TRAINING_OPTIONS = (
     click.option("--size", default="256x128", show_default=True, metavar="HxW", help="Network input size."),
     click.option("--last-stride", type=click.Choice(["1", "2"]), default="1", show_default=True),
     click.option("--random-erasing", is_flag=True, help="Random Erasing augmentation."),
+    click.option("--occlusion-p", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+                 help="--train-on augment: probability that an image is read as one of its occluded copies."),
+    click.option("--occlusion-ramp-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="--train-on augment: ramp the probability from 0 to --occlusion-p over this many epochs "
+                      "(0 = no ramp)."),
+    click.option("--retrieval-feature", type=click.Choice(["global", "bn"]), default="global", show_default=True,
+                 help="Feature evaluation retrieves with: the pooled feature (AlignedReID) or the same after the "
+                      "BN neck (BoT's BNNeck); recorded in the checkpoint."),
+    click.option("--exclude-twin-positive", is_flag=True,
+                 help="Never mine an image's own clean/occluded twin as its hardest positive."),
+    click.option("--clean-anchors-only", is_flag=True,
+                 help="Occluded images are not TriHard anchors (they still feed the identity and OBC losses)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
     click.option("--amp/--no-amp", default=None,
                  help="Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA, CUDA only."),
@@ -48,7 +60,8 @@ SHARED_TRAINING_OPTIONS = (
 )
 SHARED_NAMES: tuple[str, ...] = (
     "arch", "pretrained", "epochs", "batch_p", "batch_k", "optimizer", "lr", "weight_decay", "warmup_epochs",
-    "schedule", "milestones", "margin", "label_smoothing", "size", "last_stride", "random_erasing", "device", "amp",
+    "schedule", "milestones", "margin", "label_smoothing", "size", "last_stride", "random_erasing",
+    "occlusion_p", "occlusion_ramp_epochs", "retrieval_feature", "exclude_twin_positive", "clean_anchors_only", "device", "amp",
     "workers", "seed", "max_steps_per_epoch",
 )
 

@@ -221,8 +221,8 @@ def test_nan_loss_stops_naming_the_step(tiny_store: Path, tmp_path: Path, monkey
     real = T.compute_losses
     calls = []
 
-    def poisoned(output, pids, occluded, config):
-        losses = real(output, pids, occluded, config)
+    def poisoned(output, pids, occluded, config, **kwargs):
+        losses = real(output, pids, occluded, config, **kwargs)
         calls.append(1)
         if len(calls) == 2:
             return dataclasses.replace(losses, total=losses.total * float("nan"), obc=torch.tensor(float("inf")))

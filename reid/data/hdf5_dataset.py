@@ -50,8 +50,8 @@ from reid.data.transforms import (
 
 logger = logging.getLogger(__name__)
 
-TrainOn = Literal["clean", "occluded", "both"]
-TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both")
+TrainOn = Literal["clean", "occluded", "both", "augment"]
+TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both", "augment")
 # A transform maps a list of uint8 [h, w, 3] images plus one generator to a list of
 # uint8 tensors [3, H, W], applying the same random draws to every image of the list.
 Transform = Callable[[Sequence[np.ndarray], np.random.Generator], list[torch.Tensor]]
@@ -222,9 +222,13 @@ class HDF5Split(torch.utils.data.Dataset):
         """Close this process's file handle (the next read reopens it)."""
         self._images.close()
 
+    def row_for(self, index: int, epoch: int, slot: int) -> int:
+        """The split row item ``index`` reads (subclasses may choose another row per draw)."""
+        return int(self.rows[index])
+
     def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
         index, epoch, slot = _unpack(key, self.epoch)
-        row = int(self.rows[index])
+        row = self.row_for(index, epoch, slot)
         image = self._images.read(row)
         rng = item_rng(self.seed, epoch, slot)
         (tensor,), box = transform_item(self.transform, [image], rng, self.manifest.box[row], self.image_size)
@@ -241,6 +245,94 @@ def _item_fields(manifest: SplitManifest, row: int) -> dict[str, Any]:
         "clean_index": int(manifest.clean_index[row]),
         "row": row,
     }
+
+
+def copies_by_clean_row(manifest: SplitManifest, occluded_rows: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Group occluded rows by the clean row they copy.
+
+    Args:
+        manifest: the split's manifest.
+        occluded_rows: occluded rows of the split, shape [M], any order.
+
+    Returns:
+        clean_rows: shape [C] int64, ascending, the clean rows that have at least one copy;
+        copies: C arrays, ``copies[i]`` the occluded rows of ``clean_rows[i]`` in the order given.
+    """
+    occluded_rows = np.asarray(occluded_rows)
+    owners = manifest.clean_index[occluded_rows]
+    order = np.argsort(owners, kind="stable")
+    owners, occluded_rows = owners[order], occluded_rows[order]
+    clean_rows, starts = np.unique(owners, return_index=True)
+    ends = np.append(starts[1:], len(owners))
+    return clean_rows.astype(np.int64), [occluded_rows[s:e].astype(np.int64) for s, e in zip(starts, ends)]
+
+
+class OcclusionAugmentSet(HDF5Split):
+    """``--train-on augment``: occlusion as a per-image augmentation, no twin in the batch.
+
+    Item i is clean train row ``rows[i]``, replaced, with probability ``p(epoch)``, by one of its
+    stored occluded copies (picked uniformly; only the ``occluder_types`` asked for). The draw
+    comes from its own generator keyed by (seed, epoch, slot), so it is reproducible, does not
+    change the augmentation draws, and a clean image and its occluded copy meet in a batch only
+    when the P x K sampler draws the same clean row twice. ``p(epoch)`` is ``p`` from the first
+    epoch (``ramp_epochs=0``) or ramps linearly from 0 at epoch 0 to ``p`` at epoch
+    ``ramp_epochs`` (0-based) and stays there. Clean rows without a copy are never replaced.
+    The item's ``occluded`` / ``occ_type`` / ``row`` fields describe the row actually read, so
+    the OBC target is right; ``clean_index`` keeps the twin relation.
+
+    Raises:
+        BadInputError: the train split has no occluded copies (of the asked types), or p is
+            outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        transform: Transform | None = None,
+        seed: int = 0,
+        occluder_types: Sequence[str] = (),
+        p: float = 0.5,
+        ramp_epochs: int = 0,
+    ) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise BadInputError(f"--occlusion-p {p}: must be between 0 and 1")
+        if ramp_epochs < 0:
+            raise BadInputError(f"--occlusion-ramp-epochs {ramp_epochs}: must be >= 0 (0 = no ramp)")
+        manifest = read_store(path).splits["train"]
+        occluded_rows = occluded_rows_of_types(manifest, occluder_types, Path(path))
+        if len(occluded_rows) == 0:
+            raise BadInputError(
+                f"{path}: the train split has no occluded copies, so --train-on augment has nothing to draw; "
+                "use --train-on clean or regenerate the file with occlusion"
+            )
+        clean_rows = manifest.rows("clean")
+        super().__init__(path, "train", rows=clean_rows, transform=transform, seed=seed)
+        owners, copies = copies_by_clean_row(manifest, occluded_rows)
+        by_owner = dict(zip(owners.tolist(), copies))
+        empty = np.zeros(0, dtype=np.int64)
+        self.copies: list[np.ndarray] = [by_owner.get(int(r), empty) for r in self.rows]
+        self.p = float(p)
+        self.ramp_epochs = int(ramp_epochs)
+
+    def occlusion_probability(self, epoch: int) -> float:
+        """p(epoch): the chance that an item of this (0-based) epoch is read occluded."""
+        if self.ramp_epochs == 0:
+            return self.p
+        return self.p * min(1.0, epoch / self.ramp_epochs)
+
+    def row_for(self, index: int, epoch: int, slot: int) -> int:
+        copies = self.copies[index]
+        clean_row = int(self.rows[index])
+        if len(copies) == 0:
+            return clean_row
+        rng = np.random.default_rng([self.seed, int(epoch), int(slot), _OCCLUSION_STREAM])
+        if rng.random() >= self.occlusion_probability(epoch):
+            return clean_row
+        return int(copies[rng.integers(len(copies))])
+
+
+#: Stream id of the occlusion draws of :class:`OcclusionAugmentSet`, apart from the augmentation's.
+_OCCLUSION_STREAM = 0x0CC1
 
 
 class PairedTrainSet(torch.utils.data.Dataset):
@@ -282,14 +374,7 @@ class PairedTrainSet(torch.utils.data.Dataset):
                 f"{self.path}: the train split has no occluded copies, so --train-on both has nothing to pair; "
                 "use --train-on clean or regenerate the file with occlusion"
             )
-        # copies[clean row] = its occluded rows, ascending.
-        owners = m.clean_index[occluded_rows]
-        order = np.argsort(owners, kind="stable")
-        owners, occluded_rows = owners[order], occluded_rows[order]
-        clean_rows, starts = np.unique(owners, return_index=True)
-        ends = np.append(starts[1:], len(owners))
-        self.clean_rows = clean_rows.astype(np.int64)
-        self.copies: list[np.ndarray] = [occluded_rows[s:e].astype(np.int64) for s, e in zip(starts, ends)]
+        self.clean_rows, self.copies = copies_by_clean_row(m, occluded_rows)
         if np.any(m.occluded[self.clean_rows]):
             raise BadInputError(f"{self.path}: train clean_index points at occluded rows; regenerate it with `occsim generate`")
         missing = int((~m.occluded).sum()) - len(self.clean_rows)
@@ -502,16 +587,23 @@ def build_train_dataset(
     transform_config: TransformConfig = TransformConfig(),
     seed: int = 0,
     occluder_types: Sequence[str] = (),
+    occlusion_p: float = 0.5,
+    occlusion_ramp_epochs: int = 0,
 ) -> HDF5Split | PairedTrainSet:
-    """The training dataset for ``--train-on clean|occluded|both`` with the training transform.
+    """The training dataset for ``--train-on clean|occluded|both|augment`` with the training transform.
 
-    ``occluder_types`` restricts the occluded images seen ("occluded", "both") to those types.
+    ``occluder_types`` restricts the occluded images seen ("occluded", "both", "augment") to
+    those types; ``occlusion_p`` and ``occlusion_ramp_epochs`` apply to "augment"
+    (:class:`OcclusionAugmentSet`).
     """
     if train_on not in TRAIN_ON:
         raise BadInputError(f"--train-on {train_on!r}: use one of {', '.join(TRAIN_ON)}")
     transform = TrainTransform(transform_config)
     if train_on == "both":
         return PairedTrainSet(path, transform=transform, seed=seed, occluder_types=occluder_types)
+    if train_on == "augment":
+        return OcclusionAugmentSet(path, transform=transform, seed=seed, occluder_types=occluder_types,
+                                   p=occlusion_p, ramp_epochs=occlusion_ramp_epochs)
     manifest = read_store(path).splits["train"]
     if train_on == "occluded":
         rows = np.sort(occluded_rows_of_types(manifest, occluder_types, Path(path)))
@@ -534,11 +626,13 @@ def build_train_loader(
     world_size: int = 1,
     normalize_in_workers: bool = False,
     occluder_types: Sequence[str] = (),
+    occlusion_p: float = 0.5,
+    occlusion_ramp_epochs: int = 0,
 ) -> torch.utils.data.DataLoader:
     """P x K training loader yielding :class:`Batch`; use ``batch = batch.to(device)``.
 
-    Batches hold P*K images ("clean", "occluded") or 2*P*K images ("both": P*K clean, then
-    their P*K occluded copies). The loader's ``batch_sampler`` is a
+    Batches hold P*K images ("clean", "occluded", "augment") or 2*P*K images ("both": P*K
+    clean, then their P*K occluded copies). The loader's ``batch_sampler`` is a
     :class:`~reid.data.sampler.KeyedBatchSampler`: call ``loader.batch_sampler.set_epoch(e)``
     before iterating epoch ``e``. Results are identical for any ``workers`` value.
     Images arrive as uint8 and ``Batch.to`` normalises them on the device (4x less memory
@@ -548,7 +642,8 @@ def build_train_loader(
     Raises:
         BadInputError: unknown ``train_on``, no rows for it, P too large (see PKSampler).
     """
-    dataset = build_train_dataset(path, train_on, transform_config, seed, occluder_types=occluder_types)
+    dataset = build_train_dataset(path, train_on, transform_config, seed, occluder_types=occluder_types,
+                                  occlusion_p=occlusion_p, occlusion_ramp_epochs=occlusion_ramp_epochs)
     sampler = PKSampler(dataset.pids, batch_p, batch_k, seed=seed, rank=rank, world_size=world_size, source=str(path))
     collate = (CollatePairs if train_on == "both" else CollateItems)(
         tuple(transform_config.mean), tuple(transform_config.std), normalize_in_workers

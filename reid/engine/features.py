@@ -31,6 +31,10 @@ class Features:
         pids: shape [N] int32, identities.
         camids: shape [N] int16, cameras.
         rows: shape [N] int64, the rows of the split these features belong to.
+        visibility: shape [N, H] float32, the visibility head's probability that each stripe
+            is visible (sigmoid of ``visibility_logits``); None for a model without the head.
+        occ_prob: shape [N] float32, the OBC head's probability that the image is occluded
+            (softmax of ``occ_logits``, class 1); None when not extracted.
     """
 
     global_feat: np.ndarray
@@ -38,6 +42,8 @@ class Features:
     pids: np.ndarray
     camids: np.ndarray
     rows: np.ndarray
+    visibility: np.ndarray | None = None
+    occ_prob: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -50,6 +56,8 @@ class Features:
             pids=self.pids[index],
             camids=self.camids[index],
             rows=self.rows[index],
+            visibility=None if self.visibility is None else self.visibility[index],
+            occ_prob=None if self.occ_prob is None else self.occ_prob[index],
         )
 
 
@@ -129,7 +137,9 @@ def extract_features(
         desc: progress-bar label (default: the split name).
 
     Returns:
-        :class:`Features` (float32 on the CPU).
+        :class:`Features` (float32 on the CPU), with the per-image OBC occlusion probability
+        and, for a model with a visibility head, the per-stripe visible probabilities (both
+        averaged with the mirror image's under ``flip``).
     """
     device = torch.device(device)
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -141,18 +151,24 @@ def extract_features(
     locals_: list[torch.Tensor] = []
     pids: list[np.ndarray] = []
     camids: list[np.ndarray] = []
+    visibility: list[torch.Tensor] = []
+    occ_probs: list[torch.Tensor] = []
     try:
         with torch.inference_mode(), tqdm(total=len(rows), desc=desc or split, unit="img", disable=None, leave=False) as bar:
             for batch in loader:
                 # Batch.to normalises the uint8 images on the device (one affine map per batch).
                 batch = batch.to(device, non_blocking=True)
                 images = batch.images
-                g, l = _forward(model, images, device, amp)
+                g, l, v, o = _forward_heads(model, images, device, amp)
                 if flip:
-                    gf, lf = _forward(model, images.flip(dims=[3]), device, amp)
-                    g, l = (g + gf) / 2, (l + lf) / 2
+                    gf, lf, vf, of = _forward_heads(model, images.flip(dims=[3]), device, amp)
+                    g, l, o = (g + gf) / 2, (l + lf) / 2, (o + of) / 2
+                    v = None if v is None or vf is None else (v + vf) / 2
                 globals_.append(g.cpu())
                 locals_.append(l.cpu())
+                occ_probs.append(o.cpu())
+                if v is not None:
+                    visibility.append(v.cpu())
                 pids.append(batch.pids.cpu().numpy())
                 camids.append(batch.camids.cpu().numpy())
                 bar.update(len(images))
@@ -170,11 +186,31 @@ def extract_features(
         pids=np.concatenate(pids).astype(np.int32) if pids else np.zeros(0, np.int32),
         camids=np.concatenate(camids).astype(np.int16) if camids else np.zeros(0, np.int16),
         rows=rows,
+        visibility=torch.cat(visibility).numpy() if visibility and len(visibility) == len(globals_) else None,
+        occ_prob=torch.cat(occ_probs).numpy() if occ_probs else np.zeros(0, np.float32),
     )
 
 
-def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(global [B, D], local [B, H, C]) as float32."""
+def _forward_heads(
+    model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(retrieval feature [B, D], local [B, H, C], visible probabilities [B, H] or None,
+    OBC occluded probability [B]), float32; see :func:`_forward` for the retrieval feature."""
     with _autocast(device, amp):
         out = model(images)
-    return out.global_feat.float(), out.local_feat.float()
+    config = getattr(model, "config", None)
+    retrieval = out.bn_feat if getattr(config, "retrieval_feature", "global") == "bn" else out.global_feat
+    logits = getattr(out, "visibility_logits", None)
+    visible = None if logits is None else torch.sigmoid(logits.float())
+    occluded = torch.softmax(out.occ_logits.float(), dim=1)[:, 1]
+    return retrieval.float(), out.local_feat.float(), visible, occluded
+
+
+def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(global [B, D], local [B, H, C]) as float32; "global" is the model's retrieval feature
+    (``global_feat``, or ``bn_feat`` for a model trained with ``retrieval_feature="bn"``)."""
+    with _autocast(device, amp):
+        out = model(images)
+    config = getattr(model, "config", None)
+    retrieval = out.bn_feat if getattr(config, "retrieval_feature", "global") == "bn" else out.global_feat
+    return retrieval.float(), out.local_feat.float()

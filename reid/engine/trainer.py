@@ -138,7 +138,15 @@ class TrainConfig:
         schedule: "step" (x ``gamma`` at each of ``milestones``, in epochs) or "cosine".
         alpha: L = alpha * L_T + (1 - alpha) * L_OBC; 1 = plain AlignedReID.
         margin: TriHard margin; label_smoothing: identity cross-entropy smoothing.
-        train_on: "clean", "occluded" or "both" (clean and occluded copies in every batch).
+        train_on: "clean", "occluded", "both" (every clean image with one of its occluded
+            copies in the same batch) or "augment" (occlusion as a per-image augmentation: each
+            clean image is read as one of its occluded copies with probability ``occlusion_p``).
+        occlusion_p: "augment": the probability (after the ramp) that an image is read occluded.
+        occlusion_ramp_epochs: "augment": ramp the probability linearly from 0 at the first
+            epoch to ``occlusion_p`` at this (0-based) epoch; 0 = no ramp.
+        exclude_twin_positive: an image's own clean/occluded twin is never its mined positive.
+        clean_anchors_only: occluded images are not TriHard anchors (they still feed ID and OBC).
+        retrieval_feature: "global" (AlignedReID) or "bn" (BoT's BNNeck feature) for evaluation.
         train_occluders: occluder types whose copies are trained on ("occluded", "both");
             empty = every type in the file.
         input_size: network input (H, W).
@@ -176,6 +184,11 @@ class TrainConfig:
     label_smoothing: float = 0.1
     train_on: str = "both"
     train_occluders: tuple[str, ...] = ()
+    occlusion_p: float = 0.5
+    occlusion_ramp_epochs: int = 0
+    exclude_twin_positive: bool = False
+    clean_anchors_only: bool = False
+    retrieval_feature: str = "global"
     input_size: tuple[int, int] = (256, 128)
     last_stride: int = 1
     random_erasing: bool = False
@@ -222,7 +235,10 @@ class TrainConfig:
         need(0.0 <= self.alpha <= 1.0, f"--alpha {self.alpha}: must be between 0 and 1 (1 = plain AlignedReID)")
         need(self.margin > 0, f"--margin {self.margin}: must be > 0")
         need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
-        need(self.train_on in TRAIN_ON, f"--train-on {self.train_on!r}: use clean, occluded or both")
+        need(self.train_on in TRAIN_ON, f"--train-on {self.train_on!r}: use one of {', '.join(TRAIN_ON)}")
+        need(0.0 <= self.occlusion_p <= 1.0, f"--occlusion-p {self.occlusion_p}: must be between 0 and 1")
+        need(self.occlusion_ramp_epochs >= 0,
+             f"--occlusion-ramp-epochs {self.occlusion_ramp_epochs}: must be >= 0 (0 = no ramp)")
         need(not (self.train_occluders and self.train_on == "clean"),
              "--train-occluders: applies to --train-on occluded or both; drop it with --train-on clean")
         need(len(self.input_size) == 2 and min(self.input_size) >= 16,
@@ -255,7 +271,9 @@ class TrainConfig:
 
     @property
     def loss_config(self) -> LossConfig:
-        return LossConfig(alpha=self.alpha, margin=self.margin, label_smoothing=self.label_smoothing)
+        return LossConfig(alpha=self.alpha, margin=self.margin, label_smoothing=self.label_smoothing,
+                          exclude_twin_positive=self.exclude_twin_positive,
+                          clean_anchors_only=self.clean_anchors_only)
 
     @property
     def transform_config(self) -> TransformConfig:
@@ -352,6 +370,7 @@ def forward_losses(
     occluded: torch.Tensor,
     loss_config: LossConfig,
     amp: AmpSettings | None = None,
+    clean_index: torch.Tensor | None = None,
 ) -> LossBreakdown:
     """Forward one batch and compute the multi-task loss.
 
@@ -360,10 +379,11 @@ def forward_losses(
         images: float32 normalised, shape [B, 3, H, W].
         labels: contiguous class indices, shape [B].
         occluded: shape [B] bool (True = occluded).
+        clean_index: shape [B], each image's clean original (for ``exclude_twin_positive``).
     """
     with (amp.autocast() if amp is not None else contextlib.nullcontext()):
         output = model(images)
-    return compute_losses(output, labels, occluded, loss_config)
+    return compute_losses(output, labels, occluded, loss_config, clean_index=clean_index)
 
 
 def apply_gradients(
@@ -753,12 +773,14 @@ class _Run:
             config.data, config.train_on, config.batch_p, config.batch_k, config.transform_config,
             workers=config.workers, seed=config.seed, rank=info.rank, world_size=info.world_size,
             occluder_types=config.train_occluders,
+            occlusion_p=config.occlusion_p, occlusion_ramp_epochs=config.occlusion_ramp_epochs,
         )
         _prepare_on_main(config, info)
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        self.model_config = ModelConfig(num_classes=int(labels.max()) + 1, arch=config.arch, last_stride=config.last_stride)
+        self.model_config = ModelConfig(num_classes=int(labels.max()) + 1, arch=config.arch, last_stride=config.last_stride,
+                                        retrieval_feature=config.retrieval_feature)
         self.loss_config = config.loss_config
         self.amp = resolve_amp(config.amp, device)
         checkpoint = _load_resume(config, self.model_config, self.store) if config.resume else None
@@ -927,7 +949,8 @@ class _Run:
                 inputs = batch.images
                 if device.type == "cuda":
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
-                losses = forward_losses(self.ddp_model, inputs, batch.labels, batch.occluded, self.loss_config, self.amp)
+                losses = forward_losses(self.ddp_model, inputs, batch.labels, batch.occluded, self.loss_config, self.amp,
+                                        clean_index=batch.clean_index)
                 # One small all-reduce: every rank logs the same means and stops on the same step.
                 values = D.all_reduce_mean(loss_vector(losses), info).tolist()
                 step = self.global_step + 1

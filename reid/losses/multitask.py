@@ -41,6 +41,12 @@ class LossConfig:
         id_weight: weight of the identity cross-entropy inside L_T.
         label_smoothing: epsilon of the identity cross-entropy (0 = none).
         local_weight: weight of the local TriHard inside L_T.
+        exclude_twin_positive: an image's own clean/occluded twin (same ``clean_index``) is
+            never mined as its hardest positive; otherwise, in a ``--train-on both`` batch, the
+            hardest positive of a clean anchor is usually its own occluded copy.
+        clean_anchors_only: occluded images are not anchors of the two TriHard terms (they
+            still serve as positives and negatives of clean anchors, and still feed the
+            identity and OBC losses).
     """
 
     alpha: float = 0.8
@@ -48,6 +54,8 @@ class LossConfig:
     id_weight: float = 1.0
     label_smoothing: float = 0.1
     local_weight: float = 1.0
+    exclude_twin_positive: bool = False
+    clean_anchors_only: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -121,7 +129,9 @@ def _grad_if(flag: bool) -> Iterator[None]:
         yield
 
 
-def compute_losses(output: ModelOutput, pids: Tensor, occluded: Tensor, config: LossConfig) -> LossBreakdown:
+def compute_losses(
+    output: ModelOutput, pids: Tensor, occluded: Tensor, config: LossConfig, clean_index: Tensor | None = None
+) -> LossBreakdown:
     """The multi-task loss of one batch.
 
     Args:
@@ -131,6 +141,8 @@ def compute_losses(output: ModelOutput, pids: Tensor, occluded: Tensor, config: 
             the classifier target.
         occluded: shape [N] bool (True = occluded, OBC class 1).
         config: weights.
+        clean_index: shape [N], the clean original of each image (twins share it); needed
+            only by ``config.exclude_twin_positive``.
 
     Raises:
         ValueError: a class index outside the classifier's range, or a batch with one identity.
@@ -140,6 +152,13 @@ def compute_losses(output: ModelOutput, pids: Tensor, occluded: Tensor, config: 
     occluded = occluded.to(output.occ_logits.device)
     if pids.numel() and (int(pids.min()) < 0 or int(pids.max()) >= num_classes):
         raise ValueError(f"pids must be class indices in [0, {num_classes}); got {pids.min()}..{pids.max()}")
+    exclude_positive = None
+    if config.exclude_twin_positive:
+        if clean_index is None:
+            raise ValueError("exclude_twin_positive needs the clean_index of every image")
+        twins = clean_index.to(pids.device)
+        exclude_positive = twins.unsqueeze(1) == twins.unsqueeze(0)  # [N, N]; the diagonal stays a positive
+    anchors = ~occluded.to(pids.device) if config.clean_anchors_only else None
 
     use_identity = config.alpha > 0.0
     device_type = output.global_feat.device.type
@@ -147,10 +166,10 @@ def compute_losses(output: ModelOutput, pids: Tensor, occluded: Tensor, config: 
         with _grad_if(use_identity):
             global_feat = output.global_feat.float()
             loss_global, dist_ap, dist_an, p_inds, n_inds, viol_global = global_trihard(
-                global_feat, pids, config.margin
+                global_feat, pids, config.margin, exclude_positive, anchors
             )
         with _grad_if(use_identity and config.local_weight > 0.0):
-            loss_local, viol_local = local_trihard(output.local_feat.float(), p_inds, n_inds, config.margin)
+            loss_local, viol_local = local_trihard(output.local_feat.float(), p_inds, n_inds, config.margin, anchors)
         with _grad_if(use_identity and config.id_weight > 0.0):
             loss_id, id_acc = identity_loss(output.id_logits.float(), pids, config.label_smoothing)
         with _grad_if(config.alpha < 1.0):

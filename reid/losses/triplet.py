@@ -14,7 +14,9 @@ from torch import Tensor
 from reid.distance import aligned_local_distance, euclidean_distance
 
 
-def hard_example_mining(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def hard_example_mining(
+    dist: Tensor, labels: Tensor, exclude_positive: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batch-hard mining on a square distance matrix.
 
     The anchor itself counts as one of its positives: its self-distance (about 0) is never the
@@ -26,6 +28,9 @@ def hard_example_mining(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, T
     Args:
         dist: shape [N, N], distance of sample i to sample j.
         labels: shape [N], identity labels (any integer dtype).
+        exclude_positive: shape [N, N] bool, or None: pairs (i, j) never mined as a positive
+            of anchor i (e.g. j is i's own occluded twin); the diagonal is ignored, so the
+            anchor itself stays its positive of last resort.
 
     Returns:
         dist_ap: shape [N], distance to the hardest positive (differentiable w.r.t. ``dist``).
@@ -42,56 +47,75 @@ def hard_example_mining(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, T
     if bool(is_pos.all(dim=1).any()):
         raise ValueError("TriHard needs at least two identities in a batch (P >= 2); some anchor has no negative")
     inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
-    dist_ap, p_inds = torch.where(is_pos, dist, -inf).max(dim=1)
+    positives = is_pos
+    if exclude_positive is not None:
+        eye = torch.eye(len(labels), dtype=torch.bool, device=dist.device)
+        positives = is_pos & ~(exclude_positive.to(dist.device) & ~eye)
+    dist_ap, p_inds = torch.where(positives, dist, -inf).max(dim=1)
     dist_an, n_inds = torch.where(is_pos, inf, dist).min(dim=1)
     return dist_ap, dist_an, p_inds, n_inds
 
 
-def margin_ranking(dist_ap: Tensor, dist_an: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+def margin_ranking(
+    dist_ap: Tensor, dist_an: Tensor, margin: float, anchors: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Triplet hinge: mean(relu(dist_ap - dist_an + margin)) and the violation fraction.
 
     Equals ``nn.MarginRankingLoss(margin)(dist_an, dist_ap, y=1)``.
 
     Args:
         dist_ap, dist_an: shape [N].
+        anchors: shape [N] bool, or None (all): the anchors whose triplets count; both the
+            mean and the violation fraction are over these (0 when there is none).
 
     Returns:
         loss: scalar tensor.
         violation_fraction: scalar tensor (no grad), fraction of triplets with
             dist_an - dist_ap < margin, i.e. the ones that still contribute to the loss.
     """
-    loss = torch.relu(dist_ap - dist_an + margin).mean()
-    violation = ((dist_an - dist_ap).detach() < margin).float().mean()
-    return loss, violation
+    hinge = torch.relu(dist_ap - dist_an + margin)
+    violated = ((dist_an - dist_ap).detach() < margin).float()
+    if anchors is None:
+        return hinge.mean(), violated.mean()
+    weight = anchors.to(hinge.dtype)
+    count = weight.sum().clamp(min=1.0)
+    return (hinge * weight).sum() / count, (violated * weight).sum() / count
 
 
 def global_trihard(
-    global_feat: Tensor, labels: Tensor, margin: float = 0.3
+    global_feat: Tensor,
+    labels: Tensor,
+    margin: float = 0.3,
+    exclude_positive: Tensor | None = None,
+    anchors: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """TriHard on the Euclidean distance of the global features.
 
     Args:
         global_feat: shape [N, D].
         labels: shape [N].
+        exclude_positive: shape [N, N] bool or None, see :func:`hard_example_mining`.
+        anchors: shape [N] bool or None, see :func:`margin_ranking`.
 
     Returns:
         loss (scalar), dist_ap [N], dist_an [N], p_inds [N], n_inds [N], violation fraction
         (scalar, no grad).
     """
     gdist = euclidean_distance(global_feat, global_feat)  # [N, N]
-    dist_ap, dist_an, p_inds, n_inds = hard_example_mining(gdist, labels)
-    loss, violation = margin_ranking(dist_ap, dist_an, margin)
+    dist_ap, dist_an, p_inds, n_inds = hard_example_mining(gdist, labels, exclude_positive)
+    loss, violation = margin_ranking(dist_ap, dist_an, margin, anchors)
     return loss, dist_ap, dist_an, p_inds, n_inds, violation
 
 
 def local_trihard(
-    local_feat: Tensor, p_inds: Tensor, n_inds: Tensor, margin: float = 0.3
+    local_feat: Tensor, p_inds: Tensor, n_inds: Tensor, margin: float = 0.3, anchors: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """TriHard on the aligned local distance for given (globally mined) pairs.
 
     Args:
         local_feat: shape [N, H, C].
         p_inds, n_inds: shape [N], positive / negative column of each anchor.
+        anchors: shape [N] bool or None, see :func:`margin_ranking`.
 
     Returns:
         loss: mean_i relu(L[i, p_i] - L[i, n_i] + margin), L the aligned local distance.
@@ -103,4 +127,4 @@ def local_trihard(
     ldist = aligned_local_distance(local_feat, local_feat)  # [N, N]
     local_ap = ldist.gather(1, p_inds.unsqueeze(1)).squeeze(1)
     local_an = ldist.gather(1, n_inds.unsqueeze(1)).squeeze(1)
-    return margin_ranking(local_ap, local_an, margin)
+    return margin_ranking(local_ap, local_an, margin, anchors)

@@ -55,6 +55,9 @@ from occsim.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 
+#: What evaluation may retrieve with: the pooled feature, or the same after the BN neck.
+RETRIEVAL_FEATURES: tuple[str, ...] = ("global", "bn")
+
 #: Architecture name -> width of the last feature map (the global feature dimension).
 ARCH_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
@@ -76,6 +79,9 @@ class ModelConfig:
         num_stripes: None = one stripe per feature-map row; an int = adaptive average pooling
             of the height to that many stripes.
         neck_bn: BatchNorm1d between the global feature and the softmax heads.
+        retrieval_feature: the feature evaluation retrieves with: "global" (``global_feat``,
+            AlignedReID) or "bn" (``bn_feat``, after the BN neck, as BoT). Training is the same
+            either way; it is recorded here so that every evaluator of the checkpoint uses it.
     """
 
     num_classes: int
@@ -84,6 +90,7 @@ class ModelConfig:
     local_dim: int = 128
     num_stripes: int | None = 8
     neck_bn: bool = True
+    retrieval_feature: str = "global"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_DIMS:
@@ -102,6 +109,9 @@ class ModelConfig:
             raise BadInputError(f"num_stripes {self.num_stripes!r}: must be a positive integer or None")
         if not isinstance(self.neck_bn, bool):
             raise BadInputError(f"neck_bn {self.neck_bn!r}: must be true or false")
+        if self.retrieval_feature not in RETRIEVAL_FEATURES:
+            raise BadInputError(
+                f"--retrieval-feature {self.retrieval_feature!r}: use one of {', '.join(RETRIEVAL_FEATURES)}")
 
     @property
     def global_dim(self) -> int:
