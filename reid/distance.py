@@ -37,6 +37,7 @@ __all__ = [
     "cosine_distance",
     "stripe_distance",
     "aligned_local_distance",
+    "visibility_weighted_aligned_distance",
     "pairwise_distance",
     "combined_distance",
     "shortlist_aligned_distance",
@@ -315,6 +316,82 @@ def _dp_in_place(prod: Tensor, h: int, mb: int, nb: int, tmp: Tensor) -> None:
         cells(lo, k - lo, count).add_(t)
 
 
+# ------------------------------------------------------- visibility-weighted local
+
+#: Floor of the visibility probabilities in the weighted aligned distance: a pair whose two
+#: images are both predicted fully hidden falls back to equal weights instead of 0 / 0.
+VISIBILITY_FLOOR = 1e-3
+
+
+def visibility_weighted_aligned_distance(
+    x: Tensor, y: Tensor, vx: Tensor, vy: Tensor, block_size: int = 128
+) -> Tensor:
+    """Aligned distance in which stripes that either image shows hidden weigh less.
+
+    For each pair (x_i, y_j), with stripe distances d[a, b] = tanh(||x_i[a] - y_j[b]|| / 2)
+    (as :func:`aligned_local_distance`) and the predicted visible probabilities
+    p = vx[i] and q = vy[j] (each clamped to at least ``VISIBILITY_FLOOR``):
+
+    * cell weights w[a, b] = p[a] * q[b] (a stripe pair counts fully only when both sides
+      predict it visible);
+    * the pair's visible mean m = sum_ab w[a, b] d[a, b] / sum_ab w[a, b];
+    * cell costs c[a, b] = w[a, b] d[a, b] + (1 - w[a, b]) m;
+    * the distance is the cheapest right/down path cost over c from (0, 0) to (H-1, H-1),
+      both ends included (the same dynamic programme as the plain aligned distance).
+
+    Why this normalisation: every path still has 2H - 1 cells and every cost is a convex
+    combination of values in [0, 1), so distances stay in [0, 2H - 1) and comparable across
+    pairs, whatever the visibilities; a hidden cell costs the pair's mean over what both
+    images show, so it neither dominates (an occluder's texture against a leg decides
+    nothing) nor becomes a free shortcut that would let the path skip the visible stripes
+    (as a plain w * d would). With all visibilities 1 (w = 1) it is exactly
+    :func:`aligned_local_distance`; it is symmetric when the arguments and visibilities swap.
+
+    Args:
+        x: shape [M, H, C]; y: shape [N, H, C].
+        vx: shape [M, H], visible probabilities of ``x``'s stripes in [0, 1]; vy: shape [N, H].
+        block_size: rows of ``x`` and of ``y`` per block; memory O(block_size^2 * H^2).
+
+    Returns:
+        shape [M, N] float32 (float64 for float64 features). Differentiable (plain torch
+        operations), though it is meant for evaluation: about as fast as the autograd path
+        of :func:`aligned_local_distance`, slower than its in-place evaluation path.
+    """
+    if x.dim() != 3 or y.dim() != 3 or x.shape[1:] != y.shape[1:]:
+        raise BadInputError(
+            f"local features: expected shapes [M, H, C] and [N, H, C], got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}; pass stripe features of equal H and C"
+        )
+    if vx.shape != x.shape[:2] or vy.shape != y.shape[:2]:
+        raise BadInputError(
+            f"visibility: expected shapes {tuple(x.shape[:2])} and {tuple(y.shape[:2])}, got "
+            f"{tuple(vx.shape)} and {tuple(vy.shape)}; pass one probability per stripe"
+        )
+    if block_size < 1:
+        raise BadInputError(f"block_size: must be >= 1, got {block_size}")
+    x, y = _full_precision(x), _full_precision(y)
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    m, h, c = x.shape
+    n = y.shape[0]
+    vx = vx.to(device=x.device, dtype=dtype).clamp(VISIBILITY_FLOOR, 1.0)
+    vy = vy.to(device=x.device, dtype=dtype).clamp(VISIBILITY_FLOOR, 1.0)
+    rows = []
+    with _no_autocast(x):
+        for i0 in range(0, m, block_size):
+            xb, vxb = x[i0 : i0 + block_size].to(dtype), vx[i0 : i0 + block_size]
+            cols = []
+            for j0 in range(0, n, block_size):
+                yb, vyb = y[j0 : j0 + block_size].to(dtype), vy[j0 : j0 + block_size]
+                dist = euclidean_distance(xb.reshape(-1, c), yb.reshape(-1, c))
+                d = stripe_distance(dist).view(xb.shape[0], h, yb.shape[0], h).permute(0, 2, 1, 3)  # [bm, bn, H, H]
+                w = vxb[:, None, :, None] * vyb[None, :, None, :]  # [bm, bn, H, H]
+                mean = (w * d).sum(dim=(2, 3)) / w.sum(dim=(2, 3))  # [bm, bn]
+                cost = w * d + (1.0 - w) * mean[..., None, None]
+                cols.append(_dp_out_of_place(cost))
+            rows.append(torch.cat(cols, dim=1) if cols else torch.empty((xb.shape[0], 0), dtype=dtype, device=x.device))
+    return torch.cat(rows, dim=0) if rows else torch.empty((0, n), dtype=dtype, device=x.device)
+
+
 # ------------------------------------------------------------------------ matrices
 
 
@@ -364,6 +441,8 @@ def combined_distance(
     metric: DistanceMetric = "euclidean",
     device: str | torch.device | None = None,
     block_size: int = 1024,
+    q_visibility: Tensor | np.ndarray | None = None,
+    g_visibility: Tensor | np.ndarray | None = None,
 ) -> np.ndarray:
     """Query-by-gallery distance matrix for evaluation, computed in blocks on ``device``.
 
@@ -374,6 +453,9 @@ def combined_distance(
             "global+local" (their sum, as AlignedReID evaluates).
         device: "auto"/None picks CUDA when available.
         block_size: query rows per block (bounds device memory).
+        q_visibility: shape [M, H], g_visibility: shape [N, H]: predicted visible
+            probabilities of the stripes; when both are given, the local part is
+            :func:`visibility_weighted_aligned_distance` instead of the plain aligned distance.
 
     Returns:
         float32 numpy array of shape [M, N].
@@ -393,12 +475,19 @@ def combined_distance(
     with torch.no_grad():
         gg = _to(g_global, dev) if need_g else None
         gl = _to(g_local, dev) if need_l else None
+        weighted = need_l and q_visibility is not None and g_visibility is not None
+        gv = _to(g_visibility, dev) if weighted else None  # type: ignore[arg-type]
         for i0 in range(0, m, block_size):
             i1 = min(m, i0 + block_size)
             acc: Tensor | None = None
             if need_g:
                 acc = pairwise_distance(_to(q_global[i0:i1], dev), gg, metric)  # type: ignore[index]
-            if need_l:
+            if weighted:
+                loc = visibility_weighted_aligned_distance(
+                    _to(q_local[i0:i1], dev), gl, _to(q_visibility[i0:i1], dev), gv  # type: ignore[index,arg-type]
+                )
+                acc = loc if acc is None else acc + loc
+            elif need_l:
                 loc = aligned_local_distance(_to(q_local[i0:i1], dev), gl)  # type: ignore[index,arg-type]
                 acc = loc if acc is None else acc + loc
             out[i0:i1] = acc.float().cpu().numpy()  # type: ignore[union-attr]

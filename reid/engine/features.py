@@ -159,9 +159,9 @@ def extract_features(
                 # Batch.to normalises the uint8 images on the device (one affine map per batch).
                 batch = batch.to(device, non_blocking=True)
                 images = batch.images
-                g, l, v, o = _forward_heads(model, images, device, amp)
+                g, l, v, o = _forward(model, images, device, amp)
                 if flip:
-                    gf, lf, vf, of = _forward_heads(model, images.flip(dims=[3]), device, amp)
+                    gf, lf, vf, of = _forward(model, images.flip(dims=[3]), device, amp)
                     g, l, o = (g + gf) / 2, (l + lf) / 2, (o + of) / 2
                     v = None if v is None or vf is None else (v + vf) / 2
                 globals_.append(g.cpu())
@@ -191,26 +191,18 @@ def extract_features(
     )
 
 
-def _forward_heads(
+def _forward(
     model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(retrieval feature [B, D], local [B, H, C], visible probabilities [B, H] or None,
-    OBC occluded probability [B]), float32; see :func:`_forward` for the retrieval feature."""
+    """(global [B, D], local [B, H, C]) as float32; "global" is the model's retrieval feature
+    (``global_feat``, or ``bn_feat`` for a model trained with ``retrieval_feature="bn"``);
+    then the visible probabilities [B, H] (None without a visibility head) and the OBC
+    occluded probability [B], float32."""
     with _autocast(device, amp):
         out = model(images)
     config = getattr(model, "config", None)
     retrieval = out.bn_feat if getattr(config, "retrieval_feature", "global") == "bn" else out.global_feat
     logits = getattr(out, "visibility_logits", None)
-    visible = None if logits is None else torch.sigmoid(logits.float())
+    visible = torch.sigmoid(logits.float()) if logits is not None and logits.shape[-1] > 0 else None
     occluded = torch.softmax(out.occ_logits.float(), dim=1)[:, 1]
     return retrieval.float(), out.local_feat.float(), visible, occluded
-
-
-def _forward(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(global [B, D], local [B, H, C]) as float32; "global" is the model's retrieval feature
-    (``global_feat``, or ``bn_feat`` for a model trained with ``retrieval_feature="bn"``)."""
-    with _autocast(device, amp):
-        out = model(images)
-    config = getattr(model, "config", None)
-    retrieval = out.bn_feat if getattr(config, "retrieval_feature", "global") == "bn" else out.global_feat
-    return retrieval.float(), out.local_feat.float()

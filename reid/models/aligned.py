@@ -10,6 +10,7 @@ Layout (shapes for resnet50, input [N, 3, 256, 128], ``last_stride=1``)::
          |          -> Linear(2048, 2)                    occ_logits  [N, 2]      (OBC head)
          |-> mean over the width, (optionally) adaptive-pool the height to ``num_stripes``
                -> 1x1 conv to local_dim -> BN -> ReLU     local_feat  [N, H, 128]
+               -> 1x1 conv to 1 (``visibility_head``)     visibility_logits [N, H]
 
 Which feature does what:
 
@@ -31,6 +32,17 @@ since: it doubles the resolution of the last feature map (16x8 at 256x128 instea
 small cost. ``num_stripes`` defaults to 8, AlignedReID's stripe count at 256x128, whatever the
 stride (the aligned distance costs H^2 per pair, so 16 stripes would cost 4x at evaluation);
 ``num_stripes=None`` uses one stripe per feature-map row (16 at 256x128 with ``last_stride=1``).
+
+The optional visibility head (``visibility_head=True``) predicts, per stripe, the logit of the
+fraction of that stripe that is visible (not covered by an occluder); it is trained with the
+simulator's boxes (:mod:`reid.losses.visibility`) and weighs the stripes of the
+visibility-weighted aligned distance (:func:`reid.distance.visibility_weighted_aligned_distance`).
+It is a 1x1 conv (D -> 1, with bias) on the *pooled stripe features* [N, D, H, 1], before the
+local projection: those D-dim features carry all the evidence the backbone has about the
+stripe, whereas the 128-d local feature is a BN + ReLU projection shaped by the triplet metric
+(asking it to also encode visibility would spend metric dimensions on it). It costs D + 1
+parameters. Without the head, ``visibility_logits`` is an empty [N, 0] tensor (and the
+checkpoint has no ``visibility_head.*`` keys, so older checkpoints load unchanged).
 """
 
 from __future__ import annotations
@@ -79,6 +91,7 @@ class ModelConfig:
         num_stripes: None = one stripe per feature-map row; an int = adaptive average pooling
             of the height to that many stripes.
         neck_bn: BatchNorm1d between the global feature and the softmax heads.
+        visibility_head: add the per-stripe visibility head (``visibility_logits`` [N, H]).
         retrieval_feature: the feature evaluation retrieves with: "global" (``global_feat``,
             AlignedReID) or "bn" (``bn_feat``, after the BN neck, as BoT). Training is the same
             either way; it is recorded here so that every evaluator of the checkpoint uses it.
@@ -90,6 +103,7 @@ class ModelConfig:
     local_dim: int = 128
     num_stripes: int | None = 8
     neck_bn: bool = True
+    visibility_head: bool = False
     retrieval_feature: str = "global"
 
     def __post_init__(self) -> None:
@@ -109,6 +123,8 @@ class ModelConfig:
             raise BadInputError(f"num_stripes {self.num_stripes!r}: must be a positive integer or None")
         if not isinstance(self.neck_bn, bool):
             raise BadInputError(f"neck_bn {self.neck_bn!r}: must be true or false")
+        if not isinstance(self.visibility_head, bool):
+            raise BadInputError(f"visibility_head {self.visibility_head!r}: must be true or false")
         if self.retrieval_feature not in RETRIEVAL_FEATURES:
             raise BadInputError(
                 f"--retrieval-feature {self.retrieval_feature!r}: use one of {', '.join(RETRIEVAL_FEATURES)}")
@@ -145,6 +161,11 @@ class ModelOutput(NamedTuple):
         id_logits: shape [N, num_classes].
         occ_logits: shape [N, 2]; class 1 = occluded, class 0 = clean.
         bn_feat: shape [N, D], ``global_feat`` after the BN neck (input of both heads).
+        visibility_logits: shape [N, H], per-stripe logit of the visible fraction (sigmoid =
+            probability that the stripe is visible), top to bottom. A model without the
+            visibility head returns an empty [N, 0] tensor (every field stays a tensor, so
+            code that walks the tuple keeps working); hand-built outputs may leave it None.
+            Test with :attr:`has_visibility`.
     """
 
     global_feat: torch.Tensor
@@ -152,6 +173,12 @@ class ModelOutput(NamedTuple):
     id_logits: torch.Tensor
     occ_logits: torch.Tensor
     bn_feat: torch.Tensor
+    visibility_logits: torch.Tensor | None = None
+
+    @property
+    def has_visibility(self) -> bool:
+        """True when ``visibility_logits`` holds one logit per stripe."""
+        return self.visibility_logits is not None and self.visibility_logits.shape[-1] > 0
 
 
 def _resnet_trunk(arch: str, last_stride: int) -> nn.Sequential:
@@ -187,7 +214,11 @@ class AlignedReID(nn.Module):
         self.local_relu = nn.ReLU(inplace=True)
         self.classifier = nn.Linear(dim, config.num_classes)
         self.obc_head = nn.Linear(dim, 2)
-        for head in (self.classifier, self.obc_head):
+        heads: list[nn.Module] = [self.classifier, self.obc_head]
+        if config.visibility_head:
+            self.visibility_head = nn.Conv2d(dim, 1, kernel_size=1, bias=True)
+            heads.append(self.visibility_head)
+        for head in heads:
             # Small initial logits (AlignedReID / BoT): the first softmax is near uniform.
             nn.init.normal_(head.weight, std=0.001)
             nn.init.zeros_(head.bias)
@@ -202,12 +233,16 @@ class AlignedReID(nn.Module):
             stripes = nn.functional.adaptive_avg_pool2d(stripes, (self.config.num_stripes, 1))
         local = self.local_relu(self.local_bn(self.local_conv(stripes)))  # [N, local_dim, H, 1]
         local_feat = local.squeeze(3).permute(0, 2, 1).contiguous()  # [N, H, local_dim]
+        visibility_logits = global_feat.new_zeros((global_feat.shape[0], 0))  # no head: [N, 0]
+        if self.config.visibility_head:
+            visibility_logits = self.visibility_head(stripes).flatten(1)  # [N, 1, H, 1] -> [N, H]
         return ModelOutput(
             global_feat=global_feat,
             local_feat=local_feat,
             id_logits=self.classifier(bn_feat),
             occ_logits=self.obc_head(bn_feat),
             bn_feat=bn_feat,
+            visibility_logits=visibility_logits,
         )
 
 
