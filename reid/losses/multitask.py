@@ -6,7 +6,13 @@ L_T, the "identity" part, is everything plain AlignedReID trains with:
 
 (AlignedReID trains TriHard on both distances together with a softmax identity loss, so the
 identity cross-entropy belongs in L_T: ``alpha = 1`` is then exactly plain AlignedReID.)
-L_O is the OBC cross-entropy. A term whose weight is zero is still computed for the log, but
+L_O is the OBC cross-entropy. With a visibility head, the per-stripe visibility loss L_V
+(:mod:`reid.losses.visibility`) is a term of its own, outside alpha:
+
+    L = alpha * L_T + (1 - alpha) * L_O + visibility_weight * L_V
+
+(its own term so that alpha keeps its paper meaning and ``alpha = 1`` with a visibility
+weight is AlignedReID plus the visibility head, nothing else). A term whose weight is zero is still computed for the log, but
 outside the autograd graph: with ``alpha = 1`` the OBC head receives no gradient at all
 (``grad is None``), so optimisers skip it entirely, weight decay included, and its weights
 stay exactly as initialised.
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
@@ -28,6 +34,7 @@ from torch.nn import functional as F
 from occsim.errors import BadInputError
 from reid.losses.obc import obc_loss
 from reid.losses.triplet import global_trihard, local_trihard
+from reid.losses.visibility import visibility_loss
 from reid.models.aligned import ModelOutput
 
 
@@ -47,6 +54,8 @@ class LossConfig:
         clean_anchors_only: occluded images are not anchors of the two TriHard terms (they
             still serve as positives and negatives of clean anchors, and still feed the
             identity and OBC losses).
+        visibility_weight: weight of the per-stripe visibility BCE, a term of its own outside
+            alpha; 0 = the visibility head (if any) gets no gradient.
     """
 
     alpha: float = 0.8
@@ -56,6 +65,7 @@ class LossConfig:
     local_weight: float = 1.0
     exclude_twin_positive: bool = False
     clean_anchors_only: bool = False
+    visibility_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -68,6 +78,8 @@ class LossConfig:
             raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
         if not self.local_weight >= 0.0:
             raise BadInputError(f"local_weight {self.local_weight}: must be >= 0 (LossConfig)")
+        if not self.visibility_weight >= 0.0:
+            raise BadInputError(f"--visibility-weight {self.visibility_weight}: must be >= 0 (0 = no visibility head)")
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -80,7 +92,8 @@ class LossBreakdown:
     All fields are scalar tensors.
 
     Attributes:
-        total: alpha * identity + (1 - alpha) * obc, restricted to terms with non-zero weight.
+        total: alpha * identity + (1 - alpha) * obc + visibility_weight * visibility,
+            restricted to terms with non-zero weight.
         identity: L_T = triplet_global + local_weight * triplet_local + id_weight * id.
         triplet_global, triplet_local: the two TriHard losses.
         id: identity cross-entropy (with label smoothing); id_acc its top-1 accuracy.
@@ -88,6 +101,8 @@ class LossBreakdown:
         violation_fraction: fraction of global triplets with dist_an - dist_ap < margin.
         violation_local: the same for the local triplets.
         dist_ap, dist_an: mean global distance to the hardest positive / negative.
+        visibility: per-stripe visibility BCE over the stripes with a target (0 without a
+            visibility head or targets); visibility_error its mean |predicted - target|.
     """
 
     total: Tensor
@@ -102,6 +117,8 @@ class LossBreakdown:
     violation_local: Tensor
     dist_ap: Tensor
     dist_an: Tensor
+    visibility: Tensor = field(default_factory=lambda: torch.zeros(()))
+    visibility_error: Tensor = field(default_factory=lambda: torch.zeros(()))
 
 
 def identity_loss(id_logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -130,7 +147,12 @@ def _grad_if(flag: bool) -> Iterator[None]:
 
 
 def compute_losses(
-    output: ModelOutput, pids: Tensor, occluded: Tensor, config: LossConfig, clean_index: Tensor | None = None
+    output: ModelOutput,
+    pids: Tensor,
+    occluded: Tensor,
+    config: LossConfig,
+    clean_index: Tensor | None = None,
+    visibility_target: Tensor | None = None,
 ) -> LossBreakdown:
     """The multi-task loss of one batch.
 
@@ -143,9 +165,13 @@ def compute_losses(
         config: weights.
         clean_index: shape [N], the clean original of each image (twins share it); needed
             only by ``config.exclude_twin_positive``.
+        visibility_target: shape [N, H], the visible fraction of each stripe, NaN where
+            unknown (:func:`reid.losses.visibility.visibility_targets`); needed when
+            ``config.visibility_weight`` > 0, logged when given otherwise.
 
     Raises:
-        ValueError: a class index outside the classifier's range, or a batch with one identity.
+        ValueError: a class index outside the classifier's range, a batch with one identity,
+            or a visibility weight without a visibility head or targets.
     """
     num_classes = output.id_logits.shape[1]
     pids = pids.to(device=output.id_logits.device, dtype=torch.long)
@@ -174,6 +200,15 @@ def compute_losses(
             loss_id, id_acc = identity_loss(output.id_logits.float(), pids, config.label_smoothing)
         with _grad_if(config.alpha < 1.0):
             loss_obc, obc_acc = obc_loss(output.occ_logits.float(), occluded)
+        use_visibility = config.visibility_weight > 0.0
+        if use_visibility and (not output.has_visibility or visibility_target is None):
+            raise ValueError("visibility_weight > 0 needs a model with a visibility head and a visibility_target")
+        loss_vis = vis_error = torch.zeros((), device=output.occ_logits.device)
+        if output.has_visibility and visibility_target is not None:
+            with _grad_if(use_visibility):
+                loss_vis, vis_error = visibility_loss(
+                    output.visibility_logits.float(), visibility_target.to(output.visibility_logits.device)  # type: ignore[union-attr]
+                )
 
         identity = loss_global + config.local_weight * loss_local + config.id_weight * loss_id
         if config.alpha == 1.0:
@@ -182,6 +217,8 @@ def compute_losses(
             total = loss_obc
         else:
             total = config.alpha * identity + (1.0 - config.alpha) * loss_obc
+        if use_visibility:
+            total = total + config.visibility_weight * loss_vis
 
     return LossBreakdown(
         total=total,
@@ -196,4 +233,6 @@ def compute_losses(
         violation_local=viol_local,
         dist_ap=dist_ap.detach().mean(),
         dist_an=dist_an.detach().mean(),
+        visibility=loss_vis.detach(),
+        visibility_error=vis_error,
     )
