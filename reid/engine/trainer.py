@@ -91,6 +91,7 @@ from reid.engine.runs import (
 )
 from reid.distance import resolve_device
 from reid.losses import LossBreakdown, LossConfig, compute_losses
+from reid.losses.visibility import visibility_targets
 from reid.models.aligned import ARCH_DIMS, ModelConfig, build_model
 from reid.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unwrap_model
 
@@ -99,6 +100,7 @@ logger = logging.getLogger(__name__)
 #: Loss-breakdown fields logged per step and per epoch, in this order.
 LOGGED_LOSSES: tuple[str, ...] = (
     "total", "triplet_global", "triplet_local", "id", "obc", "obc_acc", "id_acc", "violation_fraction",
+    "visibility",
 )
 #: Config keys that may change when resuming a run (they do not change what is learned).
 RESUME_MUTABLE: frozenset[str] = frozenset(
@@ -147,6 +149,9 @@ class TrainConfig:
         exclude_twin_positive: an image's own clean/occluded twin is never its mined positive.
         clean_anchors_only: occluded images are not TriHard anchors (they still feed ID and OBC).
         retrieval_feature: "global" (AlignedReID) or "bn" (BoT's BNNeck feature) for evaluation.
+        visibility_weight: weight of the per-stripe visibility loss (a term of its own, see
+            :mod:`reid.losses.multitask`); > 0 adds the visibility head to the model
+            (``ModelConfig.visibility_head``), 0 = no head (the default).
         train_occluders: occluder types whose copies are trained on ("occluded", "both");
             empty = every type in the file.
         input_size: network input (H, W).
@@ -189,6 +194,7 @@ class TrainConfig:
     exclude_twin_positive: bool = False
     clean_anchors_only: bool = False
     retrieval_feature: str = "global"
+    visibility_weight: float = 0.0
     input_size: tuple[int, int] = (256, 128)
     last_stride: int = 1
     random_erasing: bool = False
@@ -244,6 +250,8 @@ class TrainConfig:
         need(len(self.input_size) == 2 and min(self.input_size) >= 16,
              f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
         need(self.last_stride in (1, 2), f"--last-stride {self.last_stride}: must be 1 or 2")
+        need(self.visibility_weight >= 0 and math.isfinite(self.visibility_weight),
+             f"--visibility-weight {self.visibility_weight}: must be >= 0 (0 = no visibility head)")
         need(self.device in DEVICES, f"--device {self.device!r}: use auto, cpu or cuda")
         need(self.workers >= 0, f"--workers {self.workers}: must be >= 0")
         need(self.eval_every >= 0, f"--eval-every {self.eval_every}: must be >= 0 (0 = never)")
@@ -273,7 +281,8 @@ class TrainConfig:
     def loss_config(self) -> LossConfig:
         return LossConfig(alpha=self.alpha, margin=self.margin, label_smoothing=self.label_smoothing,
                           exclude_twin_positive=self.exclude_twin_positive,
-                          clean_anchors_only=self.clean_anchors_only)
+                          clean_anchors_only=self.clean_anchors_only,
+                          visibility_weight=self.visibility_weight)
 
     @property
     def transform_config(self) -> TransformConfig:
@@ -371,6 +380,8 @@ def forward_losses(
     loss_config: LossConfig,
     amp: AmpSettings | None = None,
     clean_index: torch.Tensor | None = None,
+    boxes: torch.Tensor | None = None,
+    occ_type: torch.Tensor | None = None,
 ) -> LossBreakdown:
     """Forward one batch and compute the multi-task loss.
 
@@ -380,10 +391,17 @@ def forward_losses(
         labels: contiguous class indices, shape [B].
         occluded: shape [B] bool (True = occluded).
         clean_index: shape [B], each image's clean original (for ``exclude_twin_positive``).
+        boxes, occ_type: shape [B, 4] occluder boxes in input pixels (-1s when none) and [B]
+            occluder codes (``Batch.boxes``, ``Batch.occ_type``): the visibility targets of a
+            model with a visibility head (without boxes, occluded images get no target).
     """
     with (amp.autocast() if amp is not None else contextlib.nullcontext()):
         output = model(images)
-    return compute_losses(output, labels, occluded, loss_config, clean_index=clean_index)
+    target = None
+    if output.has_visibility:
+        num_stripes = output.visibility_logits.shape[1]
+        target = visibility_targets(boxes, occluded, occ_type, tuple(images.shape[-2:]), num_stripes)
+    return compute_losses(output, labels, occluded, loss_config, clean_index=clean_index, visibility_target=target)
 
 
 def apply_gradients(
@@ -780,7 +798,8 @@ class _Run:
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.model_config = ModelConfig(num_classes=int(labels.max()) + 1, arch=config.arch, last_stride=config.last_stride,
-                                        retrieval_feature=config.retrieval_feature)
+                                        retrieval_feature=config.retrieval_feature,
+                                        visibility_head=config.visibility_weight > 0)
         self.loss_config = config.loss_config
         self.amp = resolve_amp(config.amp, device)
         checkpoint = _load_resume(config, self.model_config, self.store) if config.resume else None
@@ -950,7 +969,7 @@ class _Run:
                 if device.type == "cuda":
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 losses = forward_losses(self.ddp_model, inputs, batch.labels, batch.occluded, self.loss_config, self.amp,
-                                        clean_index=batch.clean_index)
+                                        clean_index=batch.clean_index, boxes=batch.boxes, occ_type=batch.occ_type)
                 # One small all-reduce: every rank logs the same means and stops on the same step.
                 values = D.all_reduce_mean(loss_vector(losses), info).tolist()
                 step = self.global_step + 1
