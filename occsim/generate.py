@@ -52,6 +52,7 @@ import numpy as np
 from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
+from occsim.decoding import imdecode_jpeg_strict
 from occsim.errors import BadInputError
 from occsim.occluders import OCCLUDERS, OccluderParams, fill_box, get_occluder
 from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
@@ -206,6 +207,9 @@ class GenerateReport:
         """A few lines for a person: where, how many rows of which kind, how fast, what was skipped."""
         lines = [f"wrote {self.out} (fingerprint {self.fingerprint[:16]})"]
         for split, kinds in self.rows.items():
+            if not sum(kinds.values()):
+                lines.append(f"  {split:<8}{0:>7} rows (the source has no {split} split)")
+                continue
             parts = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
             lines.append(f"  {split:<8}{sum(kinds.values()):>7} rows: {parts}")
         lines.append(f"  {self.images} source images in {self.seconds:.1f} s "
@@ -221,11 +225,18 @@ class GenerateReport:
 
 
 def decode_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
-    """Read one image as RGB uint8 at the stored size.
+    """Read one image (JPEG, PNG, TIFF, BMP; grayscale made 3-channel) as RGB uint8 at the stored size.
+
+    Aspect: the crop is resized to exactly (H, W), stretched, neither cropped nor padded, as
+    re-ID pipelines do (torchreid's and fast-reid's ``Resize((h, w))``): a person crop fills
+    its box, so padding would add borders the model never sees in Market-style data, and
+    cropping would cut off head or feet. CUHK01's 160x60 becomes 128x64 (a little wider
+    than it was), Market's 128x64 is unchanged.
 
     Returns:
         (image of shape [H, W, 3], "") or (None, reason) for a file that cannot be used
-        (unreadable, zero bytes, truncated JPEG, not an image).
+        (unreadable, zero bytes, truncated JPEG, a JPEG libjpeg decodes only with a
+        warning, not an image).
     """
     try:
         with open(path, "rb", buffering=0) as fh:  # unbuffered: one read of the whole file
@@ -237,8 +248,15 @@ def decode_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray | N
     if data[:2] == _SOI and _EOI not in data[-_EOI_TAIL:]:
         return None, "truncated JPEG (no end-of-image marker)"
     buffer = np.frombuffer(data, dtype=np.uint8)
-    # IMREAD_COLOR(_RGB) turns grayscale into 3 channels and drops an alpha channel.
-    image = cv2.imdecode(buffer, _IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR)
+    # IMREAD_COLOR(_RGB) turns grayscale into 3 channels and drops an alpha channel (PNG,
+    # TIFF, BMP and JPEG alike; 16-bit TIFF/PNG are scaled to 8 bits).
+    flags = _IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR
+    if data[:2] == _SOI:
+        image, warning = imdecode_jpeg_strict(buffer, flags)
+        if image is not None and warning:
+            return None, f"damaged JPEG (libjpeg: {warning})"
+    else:
+        image = cv2.imdecode(buffer, flags)
     if image is None:
         return None, "not a decodable image"
     if _IMREAD_RGB is None:
@@ -673,8 +691,11 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
             for boxes in results:
                 stop.check()
                 chunk_boxes.append(boxes)
+        # An empty split (the train split of a test-only benchmark) has no chunk and no box.
         manifests = {s: _build_manifest(s, source, split_types[s],
-                                        np.concatenate([bx for (p, _, _), bx in zip(plans, chunk_boxes) if p == s], axis=1))
+                                        np.concatenate([np.empty((len(split_types[s]), 0, 4), dtype=np.int16)]
+                                                       + [bx for (p, _, _), bx in zip(plans, chunk_boxes) if p == s],
+                                                       axis=1))
                      for s in SPLITS}
 
         chunk_bytes = config.chunk_size * (1 + len(types)) * image_size[0] * image_size[1] * 3

@@ -119,6 +119,8 @@ class EvalReport:
         data: the HDF5 file; data_fingerprint: its fingerprint.
         checkpoint: the checkpoint file (None for an in-memory model, e.g. during training).
         checkpoint_fingerprint: the dataset fingerprint the checkpoint recorded, if any.
+        cross_dataset: the checkpoint was trained on another file than ``data`` (the two
+            fingerprints differ): e.g. trained on Market-1501, tested on Occluded-REID.
         distance, metric, rerank, flip, max_rank, shortlist, input_size: how it was computed.
     """
 
@@ -136,6 +138,7 @@ class EvalReport:
     shortlist: int | None = None
     checkpoint: str | None = None
     checkpoint_fingerprint: str | None = None
+    cross_dataset: bool = False
 
     def row(self, name: str) -> QueryResult:
         """The result of query set ``name``; KeyError when it was not evaluated."""
@@ -183,7 +186,9 @@ def expand_queries(queries: Sequence[str], store: StoreInfo) -> list[str]:
                 )
             expanded = [f"occluded:{t}" for t in present]
         elif name == "all":
-            expanded = ["clean"] + [f"occluded:{t}" for t in present]
+            # A real occluded benchmark (Occluded-REID, Occluded-Duke) has no clean query.
+            has_clean = len(manifest.rows("clean")) > 0
+            expanded = (["clean"] if has_clean or not present else []) + [f"occluded:{t}" for t in present]
         elif name.startswith("occluded:"):
             kind = name.split(":", 1)[1]
             if kind not in OCCLUSION_KINDS:
@@ -378,8 +383,11 @@ def _score(
 def run_eval(config: EvalConfig) -> EvalReport:
     """Load ``config.checkpoint`` and evaluate it on ``config.data`` (what ``reid eval`` runs).
 
-    Warns (one line) when the checkpoint was trained on a file with another fingerprint: the
-    splits may differ, so query identities may have been seen in training.
+    The input size comes from the checkpoint, not the file (the file's images are resized to
+    it). Says in one line when the checkpoint was trained on a file with another fingerprint:
+    a cross-dataset evaluation (train on Market-1501, test on Occluded-REID), or, for two
+    files of the same source, splits that may differ (query identities seen in training).
+    The report records both fingerprints and ``cross_dataset``.
     """
     from reid.engine.runs import find_latest_checkpoint
     from reid.models.inference import load_inference_model
@@ -391,10 +399,13 @@ def run_eval(config: EvalConfig) -> EvalReport:
     _check_options(config.distance, config.metric, config.shortlist, config.max_rank, config.rerank)
     dev = resolve_device(config.device)
     model, spec = load_inference_model(checkpoint_path, device=dev)
-    if spec.dataset_fingerprint != store.fingerprint:
+    cross_dataset = spec.dataset_fingerprint != store.fingerprint
+    if cross_dataset:
         logger.warning(
-            "%s was trained on data with fingerprint %s, but %s has %s: the splits may differ",
-            checkpoint_path, spec.dataset_fingerprint[:12] or "(none)", config.data, store.fingerprint[:12],
+            "cross-dataset evaluation: %s was trained on data with fingerprint %s, %s (source %s) has %s; "
+            "input size %dx%d from the checkpoint (if both files come from one source, the splits may differ)",
+            checkpoint_path, spec.dataset_fingerprint[:12] or "(none)", config.data, store.source,
+            store.fingerprint[:12], *spec.input_size,
         )
     input_size = spec.input_size
     report = evaluate_model(
@@ -417,4 +428,5 @@ def run_eval(config: EvalConfig) -> EvalReport:
     )
     report.checkpoint = str(checkpoint_path)
     report.checkpoint_fingerprint = spec.dataset_fingerprint
+    report.cross_dataset = cross_dataset
     return report

@@ -50,7 +50,9 @@ def format_header(report: "EvalReport") -> str:
     extras = [name for name, on in (("re-ranked", report.rerank), ("flip-averaged", report.flip)) if on]
     extra = f", {', '.join(extras)}" if extras else ""
     source = f"checkpoint: {report.checkpoint}; " if report.checkpoint else ""
-    return f"{source}gallery: {report.gallery}; distance: {distance}{extra}"
+    cross = (f"cross-dataset (trained on {(report.checkpoint_fingerprint or '(none)')[:12]}, "
+             f"tested on {report.data_fingerprint[:12]}); " if getattr(report, "cross_dataset", False) else "")
+    return f"{source}{cross}gallery: {report.gallery}; distance: {distance}{extra}"
 
 
 def write_json(report: "EvalReport", path: str | os.PathLike) -> Path:
