@@ -50,6 +50,9 @@ SHARED_TRAINING_OPTIONS = (
                  help="Never mine an image's own clean/occluded twin as its hardest positive."),
     click.option("--clean-anchors-only", is_flag=True,
                  help="Occluded images are not TriHard anchors (they still feed the identity and OBC losses)."),
+    click.option("--visibility-weight", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+                 help="Weight of the per-stripe visibility loss, supervised by the occluder boxes; > 0 adds the "
+                      "visibility head (used by `reid eval --visibility`), 0 = no head."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
     click.option("--amp/--no-amp", default=None,
                  help="Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA, CUDA only."),
@@ -61,7 +64,8 @@ SHARED_TRAINING_OPTIONS = (
 SHARED_NAMES: tuple[str, ...] = (
     "arch", "pretrained", "epochs", "batch_p", "batch_k", "optimizer", "lr", "weight_decay", "warmup_epochs",
     "schedule", "milestones", "margin", "label_smoothing", "size", "last_stride", "random_erasing",
-    "occlusion_p", "occlusion_ramp_epochs", "retrieval_feature", "exclude_twin_positive", "clean_anchors_only", "device", "amp",
+    "occlusion_p", "occlusion_ramp_epochs", "retrieval_feature", "exclude_twin_positive", "clean_anchors_only",
+    "visibility_weight", "device", "amp",
     "workers", "seed", "max_steps_per_epoch",
 )
 
