@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "saliency": "cli.reid_saliency:saliency_command",
     "rank": "cli.reid_rank:rank_command",
     "study": "cli.reid_study:study_command",
+    "embed": "cli.reid_embed:embed_command",
+    "search": "cli.reid_search:search_command",
+    "export": "cli.reid_export:export_command",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -27,6 +30,9 @@ SHORT_HELP: dict[str, str] = {
     "saliency": "Grad-CAM maps on occluded queries, and the saliency mass inside the box.",
     "rank": "Top-10 gallery rows per query, green for a match, red for a miss.",
     "study": "Run a named experiment grid (table1, alpha, occluders) into a report.",
+    "embed": "Features of your own crops (folder, list or .h5) into a features file.",
+    "search": "Nearest gallery images of each query: JSON ranked lists and PNG sheets.",
+    "export": "Export a checkpoint to ONNX or TorchScript, checked against PyTorch.",
 }
 
 

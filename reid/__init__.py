@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "__version__"]
+__all__ = ["Embedder", "load_model", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from reid.models.checkpoint import load_model
 
         return load_model
+    if name == "Embedder":
+        from reid.inference.embedder import Embedder
+
+        return Embedder
     raise AttributeError(name)

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 MATCH_COLOUR: tuple[int, int, int] = (0, 255, 0)
 MISS_COLOUR: tuple[int, int, int] = (0, 0, 255)
 QUERY_COLOUR: tuple[int, int, int] = (0, 0, 0)
+#: Border of a result whose identity is unknown (``reid search`` on unlabelled crops).
+UNKNOWN_COLOUR: tuple[int, int, int] = (160, 160, 160)
 
 RANK_SHEET = "rank_sheet.png"
 
@@ -79,7 +81,7 @@ def _bordered(tile: np.ndarray, colour: tuple[int, int, int], width: int) -> np.
 def rank_figure(
     query_image: np.ndarray,
     gallery_images: np.ndarray | Sequence[np.ndarray],
-    is_match: np.ndarray | Sequence[bool],
+    is_match: np.ndarray | Sequence[bool] | None,
     query_label: Sequence[str] = ("query",),
     gallery_labels: Sequence[Sequence[str]] | None = None,
     scale: int = 2,
@@ -91,7 +93,7 @@ def rank_figure(
     Args:
         query_image: uint8 RGB, shape [H, W, 3].
         gallery_images: uint8 RGB, shape [k, H, W, 3], in rank order.
-        is_match: shape [k] bool.
+        is_match: shape [k] bool; None when identities are unknown (grey borders).
         query_label: text lines above the query.
         gallery_labels: per gallery image, its text lines (default: the rank, 1-based).
         scale: integer upscaling of every image.
@@ -100,7 +102,8 @@ def rank_figure(
     Returns:
         uint8 BGR image.
     """
-    is_match = np.asarray(is_match, dtype=bool).reshape(-1)
+    known = is_match is not None
+    is_match = np.asarray(is_match if known else [False] * len(gallery_images), dtype=bool).reshape(-1)
     if len(gallery_images) != len(is_match):
         raise ValueError(f"{len(gallery_images)} gallery images but {len(is_match)} match flags")
     if gallery_labels is None:
@@ -115,7 +118,7 @@ def rank_figure(
     spacer = np.full((query_tile.shape[0], 4 * border, 3), 255, dtype=np.uint8)
     tiles = [query_tile, spacer]
     tiles += [
-        tile(img, MATCH_COLOUR if match else MISS_COLOUR, text)
+        tile(img, (MATCH_COLOUR if match else MISS_COLOUR) if known else UNKNOWN_COLOUR, text)
         for img, match, text in zip(gallery_images, is_match, gallery_labels)
     ]
     return hstack_tiles(tiles)

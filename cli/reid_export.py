@@ -1,0 +1,33 @@
+"""`reid export`: a checkpoint as ONNX or TorchScript, checked against PyTorch (thin Click layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import handle_bad_input
+
+
+@click.command("export")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint to export. Default: best.pt (else last.pt) of the newest run under runs/.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
+              help="onnx needs `pip install -e .[export]` (onnx, onnxruntime).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="File to write (e.g. model.onnx).")
+@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Largest difference to PyTorch accepted on the check batch; above it nothing is written (exit 2).")
+@handle_bad_input
+def export_command(checkpoint: Path | None, fmt: str, out: Path, opset: int, tolerance: float) -> None:
+    """Export for runtimes without PyTorch: input `images` float32 [batch, 3, H, W] normalised
+    with the embedded mean/std; outputs `global`, `local`, `occlusion`; dynamic batch size."""
+    from reid.engine.runs import find_latest_checkpoint
+    from reid.inference.export import ExportConfig, run_export
+
+    if checkpoint is None:
+        checkpoint = find_latest_checkpoint()
+        click.echo(f"checkpoint: {checkpoint}", err=True)
+    report = run_export(ExportConfig(checkpoint=checkpoint, out=out, format=fmt, opset=opset, tolerance=tolerance))
+    worst = max(report.max_abs_diff.values())
+    click.echo(f"{report.out}: {report.format}, max |difference| to PyTorch {worst:.2e}")
