@@ -34,6 +34,11 @@ def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:
                    "global+local their sum.")
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True,
               help="Distance on the global feature.")
+@click.option("--visibility", type=click.Choice(["auto", "on", "off", "both"]), default="auto", show_default=True,
+              help="Visibility-weighted aligned distance (models trained with --visibility-weight): stripes that "
+                   "either image predicts hidden weigh less. auto: on when the checkpoint has a visibility head and "
+                   "--distance is local or global+local (without --shortlist), else off; both: every query set "
+                   "twice, the weighted rows named SET+vis.")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3).")
 @click.option("--flip", is_flag=True, help="Average each image's features with those of its mirror image.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -55,6 +60,7 @@ def eval_command(
     gallery: str,
     distance: str,
     metric: str,
+    visibility: str,
     rerank: bool,
     flip: bool,
     device: str,
@@ -90,6 +96,7 @@ def eval_command(
         max_rank=max_rank,
         shortlist=shortlist,
         workers=workers,
+        visibility=visibility,
     )
     report = run_eval(config)
     json_path, png_path = write_outputs(report, out if out is not None else checkpoint.parent / EVAL_JSON)

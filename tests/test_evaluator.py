@@ -299,9 +299,10 @@ def test_fingerprint_mismatch_warns(model: nn.Module, tiny_store: Path, tmp_path
 def test_report_table_json_plot(gray_store: Path, tmp_path: Path) -> None:
     report = evaluate_model(GrayModel(), gray_store, queries=("all",), input_size=(16, 8), max_rank=3)
     table = format_table(report).splitlines()
-    assert table[0].split() == ["query", "set", "R1", "R5", "R10", "mAP", "mINP", "queries"]
-    assert table[2].split() == ["clean", "0.00", "100.00", "100.00", "50.00", "50.00", "2"]
-    assert table[3].split() == ["occluded:mean", "100.00", "100.00", "100.00", "100.00", "100.00", "1"]
+    assert table[0].split() == ["query", "set", "R1", "R5", "R10", "mAP", "mINP", "queries", "P(occ)"]
+    # GrayModel's OBC logits are zeros: P(occluded) = 50 % for every query
+    assert table[2].split() == ["clean", "0.00", "100.00", "100.00", "50.00", "50.00", "2", "50.00"]
+    assert table[3].split() == ["occluded:mean", "100.00", "100.00", "100.00", "100.00", "100.00", "1", "50.00"]
     assert len({len(line) for line in table[:4]}) == 1  # aligned columns
     assert "clean: 1" in table[-1]  # the skipped query is reported
     out = write_json(report, tmp_path / "sub" / "r.json")

@@ -106,7 +106,10 @@ def test_eval_constant_features_rank_by_gallery_row(tiny_store: Path, tmp_path: 
     assert (row["r1"], row["r5"], row["r10"]) == pytest.approx((0.25, 0.75, 1.0))
     assert row["mAP"] == pytest.approx(np.mean(ap)) and row["mINP"] == pytest.approx(np.mean(inp))
     printed = next(line for line in result.stdout.splitlines() if line.startswith("clean")).split()
-    assert printed[1:] == ["25.00", "75.00", "100.00", f"{100 * np.mean(ap):.2f}", f"{100 * np.mean(inp):.2f}", "8"]
+    # P(occ): zero features and a zero-initialised OBC bias give logits (0, 0), i.e. 50 %
+    assert printed[1:] == ["25.00", "75.00", "100.00", f"{100 * np.mean(ap):.2f}", f"{100 * np.mean(inp):.2f}", "8",
+                           "50.00"]
+    assert row["occ_prob"] == [0.5] * 8 and row["occ_prob_mean"] == 0.5 and row["query_rows"] == list(range(8))
 
 
 def test_eval_explicit_out_and_local_distance(tiny_store: Path, run_dir: Path, tmp_path: Path) -> None:

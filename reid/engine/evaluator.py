@@ -10,6 +10,15 @@ plus two shorthands: ``occluded`` (one set per occluder type present in the file
 (``clean`` then every occluded type: the shape of the paper's Table 1). The gallery is
 ``clean`` (the clean rows of the ``gallery`` split, the standard setting) or ``all`` (every
 gallery row, which differs only when the file was generated with ``--occlude-gallery``).
+
+Visibility: for a model with a visibility head (trained with ``--visibility-weight``), the
+local part of the distance can be the visibility-weighted aligned distance
+(:func:`reid.distance.visibility_weighted_aligned_distance`): ``visibility`` "on" uses it,
+"off" the plain aligned distance, "both" reports every query set twice (the weighted rows
+named ``<set>+vis``), and "auto" (the default) means "on" when the model has the head and the
+distance uses local features (``local`` or ``global+local``, without ``--shortlist``), "off"
+otherwise. Every row also reports the OBC head's occlusion probability of each query and
+their mean.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ logger = logging.getLogger(__name__)
 GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")
 DISTANCE_CHOICES: tuple[str, ...] = ("global", "local", "global+local")
 METRIC_CHOICES: tuple[str, ...] = ("euclidean", "cosine")
+VISIBILITY_CHOICES: tuple[str, ...] = ("auto", "on", "off", "both")
+#: Appended to a query set's name for its visibility-weighted row under ``visibility="both"``.
+VISIBILITY_SUFFIX = "+vis"
 DEFAULT_QUERIES: tuple[str, ...] = ("all",)
 
 
@@ -61,6 +73,9 @@ class EvalConfig:
             query's ``shortlist`` nearest gallery rows by global distance.
         amp: autocast (float16) during feature extraction; effective on CUDA only.
         workers: data-loader worker processes.
+        visibility: "auto", "on", "off" or "both": the visibility-weighted local distance
+            (see the module doc; "on"/"both" need a model with a visibility head and a local
+            distance).
     """
 
     data: Path = Path("data/occluded.h5")
@@ -77,6 +92,7 @@ class EvalConfig:
     shortlist: int | None = None
     amp: bool = True
     workers: int = 0
+    visibility: str = "auto"
 
 
 @dataclass
@@ -90,6 +106,10 @@ class QueryResult:
         num_queries: queries evaluated (with at least one valid gallery match).
         num_skipped: queries without any valid match, left out of every mean.
         cmc: the CMC curve, shape [max_rank] (or [gallery size] when that is smaller).
+        visibility: the local distance of this row was visibility-weighted.
+        query_rows: the set's rows of the query split, ascending, shape [Q].
+        occ_prob: the OBC head's probability that each query (in ``query_rows`` order) is
+            occluded, shape [Q]; occ_prob_mean: its mean (None when not extracted).
     """
 
     name: str
@@ -101,10 +121,16 @@ class QueryResult:
     num_queries: int
     num_skipped: int
     cmc: np.ndarray = field(repr=False)
+    visibility: bool = False
+    query_rows: np.ndarray | None = field(default=None, repr=False)
+    occ_prob: np.ndarray | None = field(default=None, repr=False)
+    occ_prob_mean: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["cmc"] = [float(v) for v in self.cmc]
+        data["query_rows"] = None if self.query_rows is None else [int(v) for v in self.query_rows]
+        data["occ_prob"] = None if self.occ_prob is None else [round(float(v), 6) for v in self.occ_prob]
         return data
 
 
@@ -122,6 +148,7 @@ class EvalReport:
         cross_dataset: the checkpoint was trained on another file than ``data`` (the two
             fingerprints differ): e.g. trained on Market-1501, tested on Occluded-REID.
         distance, metric, rerank, flip, max_rank, shortlist, input_size: how it was computed.
+        visibility: "on", "off" or "both", as resolved from the asked value (see the module doc).
     """
 
     rows: list[QueryResult]
@@ -139,6 +166,7 @@ class EvalReport:
     checkpoint: str | None = None
     checkpoint_fingerprint: str | None = None
     cross_dataset: bool = False
+    visibility: str = "off"
 
     def row(self, name: str) -> QueryResult:
         """The result of query set ``name``; KeyError when it was not evaluated."""
@@ -229,9 +257,21 @@ def gallery_rows(store: StoreInfo, gallery: str) -> np.ndarray:
 
 
 def _distance(
-    q: Features, g: Features, distance: str, metric: str, device: torch.device, shortlist: int | None
+    q: Features,
+    g: Features,
+    distance: str,
+    metric: str,
+    device: torch.device,
+    shortlist: int | None,
+    weighted: bool = False,
 ) -> np.ndarray:
-    """Distance matrix between two feature sets, shape [len(q), len(g)] float32."""
+    """Distance matrix between two feature sets, shape [len(q), len(g)] float32; ``weighted``:
+    the local part is visibility-weighted (both sets must carry ``visibility``)."""
+    if weighted:
+        return combined_distance(
+            q.global_feat, g.global_feat, q.local_feat, g.local_feat, mode=distance, metric=metric,  # type: ignore[arg-type]
+            device=device, q_visibility=q.visibility, g_visibility=g.visibility,
+        )
     if shortlist is not None:
         return shortlist_aligned_distance(
             q.global_feat, g.global_feat, q.local_feat, g.local_feat, k=shortlist, metric=metric, device=device
@@ -256,6 +296,41 @@ def _check_options(distance: str, metric: str, shortlist: int | None, max_rank: 
             raise BadInputError("--shortlist with --rerank: re-ranking needs the full distance matrix; drop one of them")
     if max_rank < 1:
         raise BadInputError(f"--max-rank {max_rank}: must be at least 1")
+
+
+def model_has_visibility(model: nn.Module) -> bool:
+    """True for a network built with ``ModelConfig.visibility_head`` (DDP/compile wrappers seen through)."""
+    from reid.models.checkpoint import unwrap_model
+
+    return bool(getattr(getattr(unwrap_model(model), "config", None), "visibility_head", False))
+
+
+def resolve_visibility(visibility: str, has_head: bool, distance: str, shortlist: int | None) -> str:
+    """The visibility setting an evaluation runs with: "on", "off" or "both".
+
+    "auto" is "on" when the model has a visibility head and the distance has a local part
+    (without ``shortlist``), else "off".
+
+    Raises:
+        BadInputError: an unknown value, or "on"/"both" without a head, with the global
+            distance alone, or with a shortlist.
+    """
+    if visibility not in VISIBILITY_CHOICES:
+        raise BadInputError(f"--visibility {visibility!r}: use one of {', '.join(VISIBILITY_CHOICES)}")
+    if visibility == "auto":
+        return "on" if has_head and distance != "global" and shortlist is None else "off"
+    if visibility == "off":
+        return "off"
+    if not has_head:
+        raise BadInputError(f"--visibility {visibility}: the model has no visibility head; train it with "
+                            "--visibility-weight > 0, or use --visibility off")
+    if distance == "global":
+        raise BadInputError(f"--visibility {visibility}: weighs the local stripes; use --distance local or "
+                            "global+local, or --visibility off")
+    if shortlist is not None:
+        raise BadInputError(f"--visibility {visibility} with --shortlist: the shortlist uses the plain aligned "
+                            "distance; drop --shortlist or use --visibility off")
+    return visibility
 
 
 def _at(cmc: np.ndarray, rank: int) -> float:
@@ -283,6 +358,7 @@ def evaluate_model(
     amp: bool = True,
     workers: int = 0,
     store: StoreInfo | None = None,
+    visibility: str = "auto",
 ) -> EvalReport:
     """Evaluate ``model`` on the query/gallery splits of ``data_path``.
 
@@ -293,7 +369,7 @@ def evaluate_model(
         model: returns :class:`reid.models.aligned.ModelOutput` (global_feat [N, D], local_feat [N, H, C]).
         data_path: the occluded-reid HDF5 file.
         queries, gallery, distance, metric, rerank, flip, batch_size, max_rank, shortlist,
-            amp, workers: see :class:`EvalConfig`.
+            amp, workers, visibility: see :class:`EvalConfig`.
         device: "auto", "cpu", "cuda" or a torch.device.
         input_size: (H, W) the images are resized to (the training size).
         store: the already-read file (saves re-reading the manifests); read when None.
@@ -306,6 +382,8 @@ def evaluate_model(
             no identity (seen from another camera) with a query set.
     """
     _check_options(distance, metric, shortlist, max_rank, rerank)
+    visibility = resolve_visibility(visibility, model_has_visibility(model), distance, shortlist)
+    weightings = {"on": (True,), "off": (False,), "both": (False, True)}[visibility]
     data_path = Path(data_path)
     store = store if store is not None else read_store(data_path)
     names = expand_queries(queries, store)
@@ -323,7 +401,7 @@ def evaluate_model(
     set_rows = {name: q_manifest.rows(name) for name in names}
     all_q_rows = np.unique(np.concatenate(list(set_rows.values())))
     q_all = extract_features(model, data_path, "query", all_q_rows, desc="queries", **extract)
-    g_g = _distance(g_feats, g_feats, distance, metric, dev, shortlist) if rerank else None
+    g_g = {w: _distance(g_feats, g_feats, distance, metric, dev, shortlist, w) for w in weightings} if rerank else {}
 
     results: list[QueryResult] = []
     for name in names:
@@ -334,14 +412,22 @@ def evaluate_model(
                 f"{data_path}: the {gallery} gallery shares no identity with the {name} queries; "
                 "the splits do not belong together, regenerate the file with `occsim generate`"
             )
-        distmat = _distance(q_feats, g_feats, distance, metric, dev, shortlist)
-        if rerank:
-            from reid.metrics.rerank import re_rank
+        for weighted in weightings:
+            distmat = _distance(q_feats, g_feats, distance, metric, dev, shortlist, weighted)
+            if rerank:
+                from reid.metrics.rerank import re_rank
 
-            q_q = _distance(q_feats, q_feats, distance, metric, dev, shortlist)
-            distmat = re_rank(distmat, q_q, g_g)
-        results.append(_score(name, distmat, q_feats, g_feats, max_rank, data_path, gallery))
-        logger.debug("%s: R1 %.2f%%, mAP %.2f%%", name, 100 * results[-1].r1, 100 * results[-1].mAP)
+                q_q = _distance(q_feats, q_feats, distance, metric, dev, shortlist, weighted)
+                distmat = re_rank(distmat, q_q, g_g[weighted])
+            row_name = name + VISIBILITY_SUFFIX if weighted and visibility == "both" else name
+            result = _score(row_name, distmat, q_feats, g_feats, max_rank, data_path, gallery)
+            result.visibility = weighted
+            result.query_rows = q_feats.rows
+            result.occ_prob = q_feats.occ_prob
+            if q_feats.occ_prob is not None and len(q_feats.occ_prob):
+                result.occ_prob_mean = float(np.mean(q_feats.occ_prob))
+            results.append(result)
+            logger.debug("%s: R1 %.2f%%, mAP %.2f%%", row_name, 100 * result.r1, 100 * result.mAP)
 
     return EvalReport(
         rows=results,
@@ -356,6 +442,7 @@ def evaluate_model(
         max_rank=max_rank,
         input_size=(int(input_size[0]), int(input_size[1])),
         shortlist=shortlist,
+        visibility=visibility,
     )
 
 
@@ -425,6 +512,7 @@ def run_eval(config: EvalConfig) -> EvalReport:
         amp=config.amp,
         workers=config.workers,
         store=store,
+        visibility=config.visibility,
     )
     report.checkpoint = str(checkpoint_path)
     report.checkpoint_fingerprint = spec.dataset_fingerprint

@@ -12,7 +12,7 @@ from occsim.errors import BadInputError
 if TYPE_CHECKING:  # evaluator imports torch; presenting a report does not need it
     from reid.engine.evaluator import EvalReport
 
-COLUMNS: tuple[str, ...] = ("query set", "R1", "R5", "R10", "mAP", "mINP", "queries")
+COLUMNS: tuple[str, ...] = ("query set", "R1", "R5", "R10", "mAP", "mINP", "queries", "P(occ)")
 
 
 def _pct(value: float) -> str:
@@ -20,13 +20,16 @@ def _pct(value: float) -> str:
 
 
 def format_table(report: "EvalReport") -> str:
-    """One line per query set, columns aligned: query set, R1, R5, R10, mAP, mINP, queries.
+    """One line per query set, columns aligned: query set, R1, R5, R10, mAP, mINP, queries, P(occ).
 
     Rates are percentages with two decimals; ``queries`` is the number of queries evaluated
-    (those with at least one valid match). A footnote lists query sets with skipped queries.
+    (those with at least one valid match); ``P(occ)`` the mean over the set's queries of the
+    OBC head's occlusion probability, in percent ("-" when not extracted). A footnote lists
+    query sets with skipped queries.
     """
     body = [
-        (row.name, _pct(row.r1), _pct(row.r5), _pct(row.r10), _pct(row.mAP), _pct(row.mINP), str(row.num_queries))
+        (row.name, _pct(row.r1), _pct(row.r5), _pct(row.r10), _pct(row.mAP), _pct(row.mINP), str(row.num_queries),
+         "-" if row.occ_prob_mean is None else _pct(row.occ_prob_mean))
         for row in report.rows
     ]
     widths = [max(len(COLUMNS[i]), *(len(line[i]) for line in body)) if body else len(COLUMNS[i]) for i in range(len(COLUMNS))]
@@ -47,7 +50,9 @@ def format_table(report: "EvalReport") -> str:
 def format_header(report: "EvalReport") -> str:
     """One line saying what was evaluated against what."""
     distance = report.distance if report.distance == "local" else f"{report.distance} ({report.metric})"
-    extras = [name for name, on in (("re-ranked", report.rerank), ("flip-averaged", report.flip)) if on]
+    weighting = {"on": ["visibility-weighted"], "both": ["with and without visibility weighting"]}
+    extras = list(weighting.get(report.visibility, []))
+    extras += [name for name, on in (("re-ranked", report.rerank), ("flip-averaged", report.flip)) if on]
     extra = f", {', '.join(extras)}" if extras else ""
     source = f"checkpoint: {report.checkpoint}; " if report.checkpoint else ""
     cross = (f"cross-dataset (trained on {(report.checkpoint_fingerprint or '(none)')[:12]}, "
