@@ -25,10 +25,13 @@ from cli.train_options import int_list, pop_training_kwargs, shared_training_opt
               help="occluders grid: the alpha every cell trains with.")
 @click.option("--saliency/--no-saliency", default=True, show_default=True,
               help="table1 grid: Grad-CAM sheets of the three models on occluded queries.")
+@click.option("--test-data", "test_data", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
+              help="Another occluded-reid file every cell is also evaluated on (e.g. Occluded-REID for the "
+                   "train-on-Market protocol); its query sets become extra report columns. Repeatable.")
 @shared_training_options
 @handle_bad_input
 def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: str, val_fraction: float,
-                  alpha: float, saliency: bool, **options: Any) -> None:
+                  alpha: float, saliency: bool, test_data: tuple[Path, ...], **options: Any) -> None:
     """Run the experiment grid GRID and write report.md, results.json and figures.
 
     \b
@@ -47,6 +50,7 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
     config = StudyConfig(
         grid=grid, data=data, out=out or Path("reports") / grid, base=base, seeds=int_list(seeds, "--seeds"),
         alphas=parse_numbers(alphas, "--alphas", float, "numbers", "1,0.8,0.6"), val_fraction=val_fraction, device=training["device"], saliency=saliency,
+        test_data=tuple(test_data),
     )
     report = run_study(config)
     click.echo(report.tables)

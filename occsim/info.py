@@ -11,6 +11,8 @@ _JUNK, _DISTRACTOR = -1, 0
 
 
 def _split_line(name: str, manifest: SplitManifest) -> str:
+    if not len(manifest) and name == "train":
+        return f"  {name:<8}{0:>7} rows: none (a test-only benchmark: train on another file, evaluate here)"
     clean = int((~manifest.occluded).sum())
     per_type = [f"{int((manifest.occ_type == code).sum())} {OCC_TYPE_NAMES[code]}"
                 for code in sorted(set(manifest.occ_type.tolist())) if code != 0]

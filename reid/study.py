@@ -18,6 +18,12 @@ the trainer's best.pt is chosen on the query/gallery split, which is the test sp
 
 Runs resume: a cell whose ``result.json`` exists is not trained again, and a cell whose run
 was interrupted continues from its last.pt.
+
+Other test files (``--test-data``, repeatable): every cell's last checkpoint is also
+evaluated on the query/gallery splits of each, e.g. a real occluded benchmark made with
+``occsim generate --src Occluded_REID`` for the standard train-on-Market, test-on-Occluded-
+REID protocol; the report adds their query sets as extra columns. A finished cell is
+evaluated on a test file it has not seen yet without being trained again.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ class StudyConfig:
         val_fraction: share of training identities held out for the alpha grid's selection.
         device: evaluation device ("auto", "cpu", "cuda").
         saliency: draw Grad-CAM sheets for the table1 grid (baseline vs OBC).
+        test_data: other occluded-reid files every cell is also evaluated on (cross-dataset).
     """
 
     grid: str
@@ -95,6 +102,7 @@ class StudyConfig:
     val_fraction: float = 0.2
     device: str = "auto"
     saliency: bool = True
+    test_data: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:
@@ -165,15 +173,19 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     Returns:
         (result dict as written to result.json, True when it was trained now).
     """
-    from reid.engine.evaluator import evaluate_model
     from reid.engine.trainer import train
-    from reid.models.inference import load_inference_model
 
     folder = cell_dir(config.out, cell, seed)
     result_path = folder / RESULT_FILE
     if result_path.is_file():
         logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
-        return json.loads(result_path.read_text()), False
+        result = json.loads(result_path.read_text())
+        missing = {role: path for role, path in eval_files.items() if role not in result["evaluations"]}
+        if missing:  # a --test-data file added since: evaluate, do not train
+            logger.info("%s (seed %d): evaluating on %s", cell.label, seed, ", ".join(map(str, missing.values())))
+            result["evaluations"].update(evaluate_checkpoint(Path(result["checkpoint"]), missing, config.device))
+            atomic_write_json(result_path, result)
+        return result, False
     folder.mkdir(parents=True, exist_ok=True)
     run_dir = folder / "run"
     resume = (run_dir / LAST_CHECKPOINT).is_file()
@@ -185,14 +197,7 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     trained = train(train_config)
     if trained.interrupted:
         raise KeyboardInterrupt(trained.message)
-    model, spec = load_inference_model(trained.last_checkpoint, device="cpu")
-    input_size = spec.input_size
-    evaluations = {}
-    for role, path in eval_files.items():
-        report = evaluate_model(model, path, queries=("all",), gallery="clean", device=config.device, input_size=input_size)
-        evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
-                                        "cmc": [float(v) for v in row.cmc]}
-                             for row in report.rows}
+    evaluations = evaluate_checkpoint(trained.last_checkpoint, eval_files, config.device)
     result = {
         "cell": cell.name, "label": cell.label, "seed": seed, "alpha": cell.alpha, "train_on": cell.train_on,
         "train_occluders": list(cell.train_occluders), "train_data": str(train_data),
@@ -201,6 +206,61 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     }
     atomic_write_json(result_path, result)
     return result, True
+
+
+def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: str) -> dict[str, dict[str, Any]]:
+    """Scores of ``checkpoint`` on each file's query sets ("all") against its clean gallery,
+    at the checkpoint's input size: role -> query set -> metrics, ``num_queries`` and ``cmc``."""
+    from reid.engine.evaluator import evaluate_model
+    from reid.models.inference import load_inference_model
+
+    model, spec = load_inference_model(checkpoint, device="cpu")
+    evaluations = {}
+    for role, path in eval_files.items():
+        report = evaluate_model(model, path, queries=("all",), gallery="clean", device=device,
+                                input_size=spec.input_size)
+        evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
+                                        "cmc": [float(v) for v in row.cmc]}
+                             for row in report.rows}
+    return evaluations
+
+
+def other_test_files(paths: Sequence[Path], main: Path) -> dict[str, tuple[Path, StoreInfo]]:
+    """Role name -> (file, its validated store) of each ``--test-data`` file.
+
+    Roles are "test:<file stem>" ("test:occluded-reid"), numbered when two stems collide.
+
+    Raises:
+        BadInputError: a file that is missing or not a valid occluded-reid file, or given twice
+            (or equal to ``--data``).
+    """
+    roles: dict[str, tuple[Path, StoreInfo]] = {}
+    seen = {Path(main).resolve()}
+    for path in paths:
+        path = Path(path)
+        if path.resolve() in seen:
+            raise BadInputError(f"--test-data {path}: given twice or equal to --data; list each other file once")
+        seen.add(path.resolve())
+        store = read_store(path)
+        role, n = f"test:{path.stem}", 2
+        while role in roles:
+            role, n = f"test:{path.stem}-{n}", n + 1
+        roles[role] = (path, store)
+    return roles
+
+
+def other_tests_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]]],
+                         roles: dict[str, tuple[Path, StoreInfo]]) -> str:
+    """One row per cell, one column per (other file, query set): R1 / mAP (%)."""
+    columns = [(role, query) for role in roles for query in results[cells[0].name][0]["evaluations"][role]]
+    header = ["model", *(f"{role.split(':', 1)[1]} {query}" for role, query in columns)]
+    rows = [[cell.label, *(f"{fmt(metric_values(results[cell.name], role, q, 'r1'))} / "
+                           f"{fmt(metric_values(results[cell.name], role, q, 'mAP'))}" for role, q in columns)]
+            for cell in cells]
+    sources = "; ".join(f"`{role.split(':', 1)[1]}` = `{path}` (source {store.source}, fingerprint "
+                        f"`{store.fingerprint[:12]}`{', test only' if not len(store.split('train')) else ''})"
+                        for role, (path, store) in roles.items())
+    return markdown_table(header, rows) + f"\n\nEach entry: R1 / mAP (%) against that file's clean gallery. {sources}."
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -340,8 +400,9 @@ def run_study(config: StudyConfig) -> StudyReport:
     store = read_store(config.data)
     focus = occluded_focus(store)
     cells = grid_cells(config, store)
+    others = other_test_files(config.test_data, config.data)
     config.out.mkdir(parents=True, exist_ok=True)
-    eval_files: dict[str, Path] = {"test": config.data}
+    eval_files: dict[str, Path] = {"test": config.data, **{role: path for role, (path, _) in others.items()}}
     validation_file = None
     if any(c.on_validation for c in cells):
         validation_file = config.out / "validation.h5"
@@ -380,6 +441,8 @@ def run_study(config: StudyConfig) -> StudyReport:
         queries = ["clean", *(f"occluded:{t}" for t in store.split("query").occ_types_present())]
         table = occluders_markdown(cells, results, queries)
         sections += ["## Train × test occluder types", "", table, ""]
+    if others:
+        sections += ["## Other test files (cross-dataset)", "", other_tests_markdown(cells, results, others), ""]
     if config.grid == "table1" and config.saliency:
         sheets, mass_table = draw_table1_saliency(config, cells, results, focus)
         figures += sheets
@@ -389,6 +452,9 @@ def run_study(config: StudyConfig) -> StudyReport:
     results_json = config.out / "results.json"
     atomic_write_json(results_json, {"grid": config.grid, "data": str(config.data), "fingerprint": store.fingerprint,
                                       "focus": focus, "seeds": list(config.seeds), "base": config.base.to_dict(),
+                                      "test_data": {role: {"path": str(path), "source": st.source,
+                                                           "fingerprint": st.fingerprint}
+                                                    for role, (path, st) in others.items()},
                                       "cells": results})
     report_md.write_text("\n".join(sections))
     return StudyReport(out=config.out, report_md=report_md, results_json=results_json, tables=table,

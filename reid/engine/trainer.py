@@ -777,7 +777,9 @@ class _Run:
         self.store = read_store(config.data)  # BadInputError: missing, not ours, no train split, damaged
         labels = self.store.splits["train"].label
         if labels is None or len(labels) == 0:
-            raise BadInputError(f"{config.data}: the train split is empty; regenerate the file with `occsim generate`")
+            raise BadInputError(f"{config.data}: has no train split (a test-only benchmark such as Occluded-REID, "
+                                f"source {self.store.source}); train on another file (e.g. Market-1501) and "
+                                f"evaluate here with `reid eval --data {config.data} --checkpoint RUN/last.pt`")
         if config.eval_every > 0:
             from reid.engine.evaluator import expand_queries
 
