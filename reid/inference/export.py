@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 OUTPUT_NAMES: tuple[str, ...] = ("global", "local", "occlusion")
 INPUT_NAME = "images"
-INSTALL_HINT = "pip install -e '.[export]'  (or: pip install onnx onnxruntime)"
+INSTALL_HINT = "pip install -e '.[export]' (or: pip install onnx onnxruntime)"
 #: Batch sizes of the traced example and of the parity check (different on purpose).
 TRACE_BATCH = 2
 PARITY_BATCH = 3

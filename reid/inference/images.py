@@ -118,6 +118,7 @@ def _walk(root: Path) -> ImageList:
             names.append(name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}")
     if ignored:
         logger.info("%s: %d file(s) without an image suffix left out", root, ignored)
+    names.sort()  # one order for the whole tree, as `find | sort` prints it
     return ImageList(kind="folder", root=root, names=tuple(names), files=tuple(str(root / n) for n in names))
 
 
