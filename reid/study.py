@@ -47,7 +47,7 @@ from reid.engine.trainer import validation_score as trainer_validation_score
 
 logger = logging.getLogger(__name__)
 
-GRIDS: tuple[str, ...] = ("table1", "alpha", "occluders")
+GRIDS: tuple[str, ...] = ("table1", "alpha", "occluders", "recipe")
 DEFAULT_ALPHAS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.6, 0.4)
 # The paper's Table 1, CMC@10 in percent: (Market-1501, Occluded Market-1501).
 PAPER_TABLE1: dict[str, tuple[float, float]] = {"aligned-clean": (95.61, 18.20), "aligned-obc": (77.40, 30.94)}
@@ -66,6 +66,11 @@ class Cell:
         train_on: "clean", "occluded" or "both".
         train_occluders: occluder types whose copies the run trains on; empty = every type.
         on_validation: train on the validation file (train identities minus the held-out ones).
+        overrides: other :class:`TrainConfig` fields this cell sets, as (name, value) pairs.
+        cost: images trained on per sampled item (2 for ``both``: each clean image and its
+            copy). A cell of cost c trains ``epochs / c`` epochs (warm-up and milestones scaled
+            alike), so that every row of the recipe grid gets the same compute budget.
+        ramp_occlusion: ramp the occlusion probability of ``augment`` over the whole run.
     """
 
     name: str
@@ -74,6 +79,42 @@ class Cell:
     train_on: str
     train_occluders: tuple[str, ...] = ()
     on_validation: bool = False
+    overrides: tuple[tuple[str, Any], ...] = ()
+    cost: int = 1
+    ramp_occlusion: bool = False
+
+    def train_config(self, base: TrainConfig, **fields: Any) -> TrainConfig:
+        """``base`` with this cell's settings, its budget scaled by :attr:`cost`, and ``fields``."""
+        budget: dict[str, Any] = {}
+        if self.cost != 1:
+            budget = {"epochs": max(1, round(base.epochs / self.cost)),
+                      "warmup_epochs": round(base.warmup_epochs / self.cost),
+                      "milestones": tuple(max(1, round(m / self.cost)) for m in base.milestones)}
+        config = replace(base, alpha=self.alpha, train_on=self.train_on, train_occluders=self.train_occluders,
+                         **budget, **dict(self.overrides), **fields)
+        if self.ramp_occlusion:  # from 0 at the first epoch to occlusion_p at the last
+            config = replace(config, occlusion_ramp_epochs=max(1, config.epochs - 1))
+        return config
+
+
+#: The recipe grid (issue "a training recipe that wins both columns"): the clean-only
+#: baseline, the paper's OBC recipe, and the variants that change one thing about how
+#: occlusion is shown to the network. Every row gets the same compute (see ``Cell.cost``).
+RECIPE_CELLS: tuple[Cell, ...] = (
+    Cell("baseline", "clean-only baseline", 1.0, "clean"),
+    Cell("paper-obc", "paper: clean + occluded pairs, OBC", 0.8, "both", cost=2),
+    Cell("pairs-twin-free", "pairs, OBC, twin never the mined positive", 0.8, "both",
+         overrides=(("exclude_twin_positive", True),), cost=2),
+    Cell("pairs-clean-anchors", "pairs, OBC, clean TriHard anchors only", 0.8, "both",
+         overrides=(("clean_anchors_only", True),), cost=2),
+    Cell("augment", "occlusion as augmentation p=0.5, OBC", 0.8, "augment", overrides=(("occlusion_p", 0.5),)),
+    Cell("augment-ramp", "occlusion as augmentation, p ramped 0→0.5, OBC", 0.8, "augment",
+         overrides=(("occlusion_p", 0.5),), ramp_occlusion=True),
+    Cell("augment-erasing", "occlusion as augmentation p=0.5 + Random Erasing, OBC", 0.8, "augment",
+         overrides=(("occlusion_p", 0.5), ("random_erasing", True))),
+    Cell("augment-visibility", "occlusion as augmentation p=0.5, OBC + visibility head", 0.8, "augment",
+         overrides=(("occlusion_p", 0.5), ("visibility_weight", 1.0))),
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +132,10 @@ class StudyConfig:
         device: evaluation device ("auto", "cpu", "cuda").
         saliency: draw Grad-CAM sheets for the table1 grid (baseline vs OBC).
         test_data: other occluded-reid files every cell is also evaluated on (cross-dataset).
+        cells: the recipe grid's rows to run (names of :data:`RECIPE_CELLS`); empty = all.
+        distance: retrieval distance every cell is evaluated with ("global", "local",
+            "global+local"; a checkpoint with a visibility head uses the visibility-weighted
+            aligned distance for the local part).
     """
 
     grid: str
@@ -103,10 +148,20 @@ class StudyConfig:
     device: str = "auto"
     saliency: bool = True
     test_data: tuple[Path, ...] = ()
+    cells: tuple[str, ...] = ()
+    distance: str = "global"
 
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:
             raise BadInputError(f"study grid {self.grid!r}: use one of {', '.join(GRIDS)}")
+        known = [c.name for c in RECIPE_CELLS]
+        unknown = [c for c in self.cells if c not in known]
+        if unknown:
+            raise BadInputError(f"--cells {unknown[0]!r}: unknown recipe cell; use some of {', '.join(known)}")
+        if self.cells and self.grid != "recipe":
+            raise BadInputError(f"--cells: applies to the recipe grid only, not {self.grid!r}; drop it")
+        if self.distance not in ("global", "local", "global+local"):
+            raise BadInputError(f"--distance {self.distance!r}: use global, local or global+local")
         if not self.seeds:
             raise BadInputError("--seeds: give at least one seed")
         if any(not 0.0 <= a <= 1.0 for a in self.alphas):
@@ -140,6 +195,8 @@ def grid_cells(config: StudyConfig, store: StoreInfo) -> list[Cell]:
     if config.grid == "alpha":
         return [Cell(f"alpha-{alpha:g}", f"alpha = {alpha:g}", alpha, "both", on_validation=True)
                 for alpha in config.alphas]
+    if config.grid == "recipe":
+        return [c for c in RECIPE_CELLS if not config.cells or c.name in config.cells]
     types = store.split("train").occ_types_present()
     if len(types) < 2:
         raise BadInputError(f"{store.path}: the occluders grid needs several occluder types in the train split, "
@@ -180,37 +237,42 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     if result_path.is_file():
         logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
         result = json.loads(result_path.read_text())
+        if result.get("distance", "global") != config.distance:  # asked for another distance: evaluate again
+            result["evaluations"], result["distance"] = {}, config.distance
         missing = {role: path for role, path in eval_files.items() if role not in result["evaluations"]}
-        if missing:  # a --test-data file added since: evaluate, do not train
+        if missing:  # a --test-data file added since (or another distance): evaluate, do not train
             logger.info("%s (seed %d): evaluating on %s", cell.label, seed, ", ".join(map(str, missing.values())))
-            result["evaluations"].update(evaluate_checkpoint(Path(result["checkpoint"]), missing, config.device))
+            result["evaluations"].update(
+                evaluate_checkpoint(Path(result["checkpoint"]), missing, config.device, config.distance))
             atomic_write_json(result_path, result)
         return result, False
     folder.mkdir(parents=True, exist_ok=True)
     run_dir = folder / "run"
     resume = (run_dir / LAST_CHECKPOINT).is_file()
-    train_config = replace(
-        config.base, data=str(train_data), out=str(run_dir), alpha=cell.alpha, train_on=cell.train_on,
-        train_occluders=cell.train_occluders, seed=seed, eval_every=0, resume=resume, force=not resume,
+    train_config = cell.train_config(
+        config.base, data=str(train_data), out=str(run_dir), seed=seed, eval_every=0, resume=resume, force=not resume,
     )
     logger.info("%s (seed %d): %s", cell.label, seed, "resuming" if resume else "training")
     trained = train(train_config)
     if trained.interrupted:
         raise KeyboardInterrupt(trained.message)
-    evaluations = evaluate_checkpoint(trained.last_checkpoint, eval_files, config.device)
+    evaluations = evaluate_checkpoint(trained.last_checkpoint, eval_files, config.device, config.distance)
     result = {
         "cell": cell.name, "label": cell.label, "seed": seed, "alpha": cell.alpha, "train_on": cell.train_on,
         "train_occluders": list(cell.train_occluders), "train_data": str(train_data),
         "checkpoint": str(trained.last_checkpoint), "epochs": trained.epochs_completed,
+        "train_config": train_config.to_dict(), "distance": config.distance,
         "train_metrics": trained.final_metrics, "evaluations": evaluations,
     }
     atomic_write_json(result_path, result)
     return result, True
 
 
-def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: str) -> dict[str, dict[str, Any]]:
+def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: str,
+                        distance: str = "global") -> dict[str, dict[str, Any]]:
     """Scores of ``checkpoint`` on each file's query sets ("all") against its clean gallery,
-    at the checkpoint's input size: role -> query set -> metrics, ``num_queries`` and ``cmc``."""
+    at the checkpoint's input size, with ``distance``: role -> query set -> metrics,
+    ``num_queries`` and ``cmc``."""
     from reid.engine.evaluator import evaluate_model
     from reid.models.inference import load_inference_model
 
@@ -218,7 +280,7 @@ def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: s
     evaluations = {}
     for role, path in eval_files.items():
         report = evaluate_model(model, path, queries=("all",), gallery="clean", device=device,
-                                input_size=spec.input_size)
+                                input_size=spec.input_size, distance=distance)
         evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
                                         "cmc": [float(v) for v in row.cmc]}
                              for row in report.rows}
@@ -338,6 +400,73 @@ def occluders_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]
     return markdown_table(header, rows) + "\n\nEach entry: R1 / mAP (%)."
 
 
+def recipe_markdown(cells: list[Cell], results: dict[str, list[dict[str, Any]]], queries: Sequence[str]) -> str:
+    """One row per recipe cell: R1 / mAP / mINP on every query set (mean ± std over seeds)."""
+    header = ["row", "train on", "α", "epochs"]
+    for query in queries:
+        header += [f"{query} R1", f"{query} mAP", f"{query} mINP"]
+    rows = []
+    for cell in cells:
+        runs = results[cell.name]
+        epochs = sorted({int(r.get("epochs", 0)) for r in runs})
+        row = [cell.label, cell.train_on, f"{cell.alpha:g}", "/".join(map(str, epochs))]
+        for query in queries:
+            row += [fmt(metric_values(runs, "test", query, m)) for m in ("r1", "mAP", "mINP")]
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def _mean_map(runs: list[dict[str, Any]], queries: Sequence[str]) -> float:
+    """Mean over seeds of the mean mAP over ``queries``."""
+    return aggregate([float(np.mean([r["evaluations"]["test"][q]["mAP"] for q in queries])) for r in runs])[0]
+
+
+def recipe_reading(cells: list[Cell], results: dict[str, list[dict[str, Any]]], queries: Sequence[str],
+                   focus: str) -> str:
+    """A paragraph read off the numbers: each row against the clean-only baseline, the bars.
+
+    The bars (the recipe issue's acceptance): clean mAP at least the baseline's minus one
+    point, and ``focus`` mAP at least twice the baseline's.
+    """
+    by_name = {c.name: c for c in cells}
+    if "baseline" not in by_name:
+        return "No clean-only baseline in this grid, so no row is compared with it."
+    occluded = [q for q in queries if q != "clean"]
+    base = results["baseline"]
+    base_clean = _mean_map(base, ["clean"])
+    base_focus = _mean_map(base, [focus])
+    sentences = [f"The clean-only baseline reaches clean mAP {100 * base_clean:.2f} and {focus} mAP "
+                 f"{100 * base_focus:.2f} (mean over {len(base)} seed(s))."]
+    others = [c for c in cells if c.name != "baseline"]
+    if not others:
+        return " ".join(sentences)
+    score = {c.name: 0.5 * (_mean_map(results[c.name], ["clean"]) + _mean_map(results[c.name], occluded or ["clean"]))
+             for c in others}
+    best = max(others, key=lambda c: score[c.name])
+    passing = []
+    for cell in others:
+        clean = _mean_map(results[cell.name], ["clean"])
+        occ = _mean_map(results[cell.name], [focus])
+        if clean >= base_clean - 0.01 and occ >= 2 * base_focus:
+            passing.append(cell.label)
+    clean_best = _mean_map(results[best.name], ["clean"])
+    focus_best = _mean_map(results[best.name], [focus])
+    ratio = f"{focus_best / base_focus:.2f}x" if base_focus > 0 else "n/a"
+    sentences.append(
+        f"The best row by the mean of clean and occluded mAP is **{best.label}**: clean mAP {100 * clean_best:.2f} "
+        f"({100 * (clean_best - base_clean):+.2f} points against the baseline), {focus} mAP {100 * focus_best:.2f} "
+        f"({ratio} the baseline's).")
+    costs = [c.label for c in others if _mean_map(results[c.name], ["clean"]) < base_clean - 0.01]
+    if costs:
+        sentences.append(f"Rows that cost more than one point of clean mAP: {'; '.join(costs)}.")
+    sentences.append(
+        "Rows meeting both bars (clean mAP ≥ baseline − 1 point and " + focus + " mAP ≥ 2× baseline): "
+        + ("; ".join(passing) if passing else "none") + ".")
+    if len(base) < 2:
+        sentences.append("One seed: differences of a few points are within what another seed could move.")
+    return " ".join(sentences)
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -437,6 +566,13 @@ def run_study(config: StudyConfig) -> StudyReport:
         sections += ["## α sweep", "", table, "",
                      f"Selected on the validation file carved from the training identities: **α = {best.alpha:g}**. "
                      "Test-split columns are for reference only.", ""]
+    elif config.grid == "recipe":
+        queries = ["clean", *(f"occluded:{t}" for t in store.split("query").occ_types_present())]
+        table = recipe_markdown(cells, results, queries)
+        sections += ["## Recipes", "", table, "",
+                     f"Every row gets the same compute: rows that train on clean + occluded pairs see two images "
+                     f"per sampled item and train half the epochs. Retrieval distance: {config.distance}.", "",
+                     "## Reading", "", recipe_reading(cells, results, queries, focus), ""]
     else:
         queries = ["clean", *(f"occluded:{t}" for t in store.split("query").occ_types_present())]
         table = occluders_markdown(cells, results, queries)

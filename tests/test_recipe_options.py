@@ -146,3 +146,19 @@ def test_bn_retrieval_feature_is_the_neck_output(tiny_store: Path) -> None:
     with pytest.raises(BadInputError, match="--retrieval-feature 'neck'"):
         ModelConfig(num_classes=4, retrieval_feature="neck")
     assert ModelConfig.from_dict({"num_classes": 3}).retrieval_feature == "global"  # old checkpoints
+
+
+def test_learning_curve_counts_two_core_minutes_of_cpu_time(tmp_path: Path) -> None:
+    from reid.engine.curves import budget_minutes, learning_curve, plot_learning_curves
+
+    records = [
+        {"epoch": 1, "seconds": 70.0, "cpu_seconds": 120.0},
+        {"epoch": 2, "seconds": 70.0, "cpu_seconds": 240.0, "val": {"queries": {"clean": {"mAP": 0.1, "R1": 0.2}}}},
+        {"epoch": 3, "seconds": 60.0},  # written before cpu_seconds existed: wall-clock x 2 cores
+        {"epoch": 4, "cpu_seconds": 60.0, "val": {"queries": {"clean": {"mAP": 0.25}}}},
+    ]
+    assert budget_minutes(records) == [1.0, 3.0, 4.0, 4.5]
+    assert learning_curve(records) == ([3.0, 4.5], [10.0, 25.0])
+    assert learning_curve(records, metric="R1") == ([3.0], [20.0])
+    png = plot_learning_curves({"run": records}, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

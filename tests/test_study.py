@@ -129,3 +129,62 @@ def test_study_bad_input_exits_2(tmp_path: Path) -> None:
     assert "x.h5" in result.output and len(result.output.strip().splitlines()) == 1
     bad_seeds = CliRunner().invoke(study_command, ["table1", "--data", str(not_ours), "--seeds", "a,b"])
     assert bad_seeds.exit_code == 2 and "--seeds" in bad_seeds.output
+
+
+def test_recipe_cells_share_one_budget_and_set_what_they_name(tiny_store: Path, tmp_path: Path) -> None:
+    from reid.study import RECIPE_CELLS
+
+    base = TrainConfig(data=str(tiny_store), epochs=20, warmup_epochs=2, milestones=(10, 16))
+    by_name = {c.name: c for c in RECIPE_CELLS}
+    baseline = by_name["baseline"].train_config(base)
+    assert (baseline.train_on, baseline.alpha, baseline.epochs) == ("clean", 1.0, 20)
+    pairs = by_name["paper-obc"].train_config(base)
+    # Two images per sampled item: half the epochs, warm-up and milestones scaled alike.
+    assert (pairs.train_on, pairs.alpha, pairs.epochs, pairs.warmup_epochs, pairs.milestones) == (
+        "both", 0.8, 10, 1, (5, 8))
+    assert by_name["pairs-twin-free"].train_config(base).exclude_twin_positive
+    assert by_name["pairs-clean-anchors"].train_config(base).clean_anchors_only
+    ramp = by_name["augment-ramp"].train_config(base)
+    assert (ramp.train_on, ramp.occlusion_p, ramp.occlusion_ramp_epochs, ramp.epochs) == ("augment", 0.5, 19, 20)
+    assert by_name["augment-erasing"].train_config(base).random_erasing
+    assert by_name["augment-visibility"].train_config(base).visibility_weight > 0
+    assert not by_name["augment"].train_config(base).random_erasing
+    subset = StudyConfig("recipe", tiny_store, tmp_path, base, cells=("baseline", "augment"))
+    assert [c.name for c in grid_cells(subset, read_store(tiny_store))] == ["baseline", "augment"]
+    with pytest.raises(BadInputError, match="--cells 'nope'"):
+        StudyConfig("recipe", tiny_store, tmp_path, base, cells=("nope",))
+    with pytest.raises(BadInputError, match="--cells: applies to the recipe grid only"):
+        StudyConfig("table1", tiny_store, tmp_path, base, cells=("baseline",))
+
+
+def test_recipe_reading_is_written_from_the_numbers() -> None:
+    from reid.study import recipe_reading
+
+    def run(clean: float, mean: float) -> dict:
+        return {"evaluations": {"test": {"clean": {"mAP": clean}, "occluded:mean": {"mAP": mean}}}}
+
+    cells = [Cell("baseline", "base", 1.0, "clean"), Cell("a", "recipe A", 0.8, "augment"),
+             Cell("b", "recipe B", 0.8, "both")]
+    results = {"baseline": [run(0.30, 0.05), run(0.32, 0.07)], "a": [run(0.305, 0.15), run(0.30, 0.13)],
+               "b": [run(0.20, 0.20), run(0.22, 0.20)]}
+    text = recipe_reading(cells, results, ["clean", "occluded:mean"], "occluded:mean")
+    assert "clean mAP 31.00 and occluded:mean mAP 6.00" in text
+    # Mean of clean and occluded mAP: A (0.3025 + 0.14) / 2 = 0.221 beats B (0.21 + 0.20) / 2 = 0.205.
+    assert "best row by the mean of clean and occluded mAP is **recipe A**" in text
+    assert "clean mAP 30.25 (-0.75 points" in text and "(2.33x the baseline's)" in text
+    assert "cost more than one point of clean mAP: recipe B" in text
+    assert "2× baseline): recipe A." in text
+
+
+def test_recipe_study_end_to_end_writes_table_and_reading(tiny_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "recipe"
+    args = ["recipe", "--data", str(tiny_store), "--out", str(out), "--cells", "baseline,augment", *TINY_TRAINING]
+    result = CliRunner().invoke(study_command, args)
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "## Recipes" in report and "## Reading" in report and "occlusion as augmentation p=0.5" in report
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    assert cells["augment"][0]["train_config"]["train_on"] == "augment"
+    assert cells["baseline"][0]["distance"] == "global"
+    again = CliRunner().invoke(study_command, args)
+    assert again.exit_code == 0 and "0 cell run(s) trained, 2 reused" in again.output

@@ -113,3 +113,69 @@ def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: 
 def plot_run_curves(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
     """Read ``metrics_path`` (metrics.jsonl) and draw ``out_path`` (curves.png)."""
     return plot_curves(read_metrics(metrics_path), out_path, title)
+
+
+#: Cores of the reference machine: "minutes of 2-core training" = CPU seconds / 2 / 60.
+REFERENCE_CORES = 2
+
+
+def budget_minutes(records: Sequence[dict[str, Any]], cores: int = REFERENCE_CORES) -> list[float]:
+    """Cumulative training cost after each record, in minutes of ``cores``-core training.
+
+    Uses the records' ``cpu_seconds`` (the trainer's CPU time over the training steps, which a
+    busy machine hardly changes) and falls back to wall-clock ``seconds`` x ``cores`` for
+    records written before ``cpu_seconds`` existed. Validation time is not counted.
+    """
+    total, out = 0.0, []
+    for record in records:
+        cpu = record.get("cpu_seconds")
+        if not isinstance(cpu, (int, float)):
+            cpu = float(record.get("seconds", 0.0)) * cores
+        total += float(cpu)
+        out.append(total / cores / 60.0)
+    return out
+
+
+def learning_curve(records: Sequence[dict[str, Any]], query: str = "clean", metric: str = "mAP",
+                   cores: int = REFERENCE_CORES) -> tuple[list[float], list[float]]:
+    """(budget minutes, metric in %) at every validated epoch of one run."""
+    minutes = budget_minutes(records, cores)
+    xs, ys = [], []
+    for record, x in zip(records, minutes):
+        scores = record.get("val", {}).get("queries", {}).get(query) if isinstance(record.get("val"), dict) else None
+        if isinstance(scores, dict) and isinstance(scores.get(metric), (int, float)):
+            xs.append(x)
+            ys.append(100.0 * float(scores[metric]))
+    return xs, ys
+
+
+def plot_learning_curves(runs: dict[str, Sequence[dict[str, Any]]], out_path: str | Path,
+                         queries: Sequence[str] = ("clean",), metric: str = "mAP", title: str = "") -> Path:
+    """Validation ``metric`` against minutes of 2-core training, one line per run and query set.
+
+    Args:
+        runs: label -> the run's metrics.jsonl records.
+        queries: query sets to draw (solid for the first, dashed for the others).
+    """
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for index, (label, records) in enumerate(runs.items()):
+        for q_index, query in enumerate(queries):
+            xs, ys = learning_curve(records, query, metric)
+            if xs:
+                ax.plot(xs, ys, "-" if q_index == 0 else "--", marker="o", markersize=3, color=f"C{index}",
+                        label=f"{label} — {query}")
+    ax.set(xlabel=f"minutes of {REFERENCE_CORES}-core training (CPU time / {REFERENCE_CORES})",
+           ylabel=f"validation {metric} (%)", title=title or f"{metric} against training budget")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    atomic_write_bytes(Path(out_path), buffer.getvalue(), "learning curve")
+    return Path(out_path)

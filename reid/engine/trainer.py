@@ -43,7 +43,7 @@ Decisions (documented for review):
 
 Metrics (one JSON line per epoch)::
 
-    {"epoch": 3, "step": 600, "lr": 3.5e-4, "images_per_s": 412.0, "seconds": 31.0,
+    {"epoch": 3, "step": 600, "lr": 3.5e-4, "images_per_s": 412.0, "seconds": 31.0, "cpu_seconds": 58.0,
      "total": .., "triplet_global": .., "triplet_local": .., "id": .., "obc": ..,
      "obc_acc": .., "id_acc": .., "violation_fraction": ..,
      "val": {"queries": {"clean": {"R1": .., "mAP": ..}, "occluded:mean": {...}}, "score": ..}}
@@ -720,36 +720,42 @@ class EpochTally:
     Attributes:
         sums: per :data:`LOGGED_LOSSES` name, the sum over steps of the rank-averaged value.
         steps: steps summed; images: images trained on (all ranks); seconds: time of those
-            steps (data loading included, skipped batches of a resumed epoch excluded).
+            steps (data loading included, skipped batches of a resumed epoch excluded);
+            cpu_seconds: this process's CPU time (all its threads) over the same steps, which
+            unlike ``seconds`` hardly depends on what else the machine runs.
     """
 
     sums: list[float]
     steps: int = 0
     images: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @classmethod
     def empty(cls) -> EpochTally:
         return cls([0.0] * len(LOGGED_LOSSES))
 
-    def add(self, values: list[float], images: int, seconds: float) -> None:
+    def add(self, values: list[float], images: int, seconds: float, cpu_seconds: float = 0.0) -> None:
         self.sums = [a + b for a, b in zip(self.sums, values)]
         self.steps += 1
         self.images += images
         self.seconds += seconds
+        self.cpu_seconds += cpu_seconds
 
     def means(self) -> list[float]:
         return [v / self.steps for v in self.sums] if self.steps else [float("nan")] * len(self.sums)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sums": list(self.sums), "steps": self.steps, "images": self.images, "seconds": self.seconds}
+        return {"sums": list(self.sums), "steps": self.steps, "images": self.images, "seconds": self.seconds,
+                "cpu_seconds": self.cpu_seconds}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochTally:
         sums = [float(v) for v in data.get("sums", [])]
         if len(sums) != len(LOGGED_LOSSES):
             return cls.empty()
-        return cls(sums, int(data.get("steps", 0)), int(data.get("images", 0)), float(data.get("seconds", 0.0)))
+        return cls(sums, int(data.get("steps", 0)), int(data.get("images", 0)), float(data.get("seconds", 0.0)),
+                   float(data.get("cpu_seconds", 0.0)))
 
 
 def _train(config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None) -> TrainResult:
@@ -959,12 +965,12 @@ class _Run:
         tally = self.tally
         bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=None if info.is_main else True, leave=False, dynamic_ncols=True)
-        last = time.perf_counter()
+        last, last_cpu = time.perf_counter(), time.process_time()
         batches = iter(self.loader)
         try:
             for index, batch in enumerate(itertools.islice(batches, self.steps_per_epoch)):
                 if index < skip:  # a resumed epoch: these steps are already in the weights
-                    last = time.perf_counter()
+                    last, last_cpu = time.perf_counter(), time.process_time()
                     continue
                 batch = batch.to(device, non_blocking=True)
                 inputs = batch.images
@@ -986,9 +992,9 @@ class _Run:
                 with guard.critical():
                     apply_gradients(losses.total, self.optimizer, self.scaler)
                     self.global_step, self.step_in_epoch = step, index + 1
-                    now = time.perf_counter()
-                    tally.add(values, len(batch) * info.world_size, now - last)
-                    last = now
+                    now, now_cpu = time.perf_counter(), time.process_time()
+                    tally.add(values, len(batch) * info.world_size, now - last, now_cpu - last_cpu)
+                    last, last_cpu = now, now_cpu
                 bar.update(1)
                 means = tally.means()
                 bar.set_postfix_str(
@@ -1003,7 +1009,7 @@ class _Run:
         self.tally = None
         record: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr,
                                   "images_per_s": tally.images / tally.seconds if tally.seconds > 0 else 0.0,
-                                  "seconds": tally.seconds}
+                                  "seconds": tally.seconds, "cpu_seconds": tally.cpu_seconds}
         if tally.steps:
             record.update({name: float(v) for name, v in zip(LOGGED_LOSSES, tally.means())})
         return record
