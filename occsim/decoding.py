@@ -18,22 +18,24 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from typing import BinaryIO
 
 import cv2
 import numpy as np
 
-_sink: BinaryIO | None = None
+_sink_fd = -1
 _sink_pid = -1
 _lock = threading.Lock()
 
 
-def _warning_sink() -> BinaryIO:
-    """This process's temporary file for libjpeg's messages (a forked child makes its own)."""
-    global _sink, _sink_pid
-    if _sink is None or _sink_pid != os.getpid():
-        _sink, _sink_pid = tempfile.TemporaryFile(prefix="occsim-jpeg-"), os.getpid()
-    return _sink
+def _warning_sink() -> int:
+    """This process's temporary file for libjpeg's messages, as a descriptor (a forked child
+    makes its own). Messages are only appended; :func:`imdecode_jpeg_strict` compares sizes."""
+    global _sink_fd, _sink_pid
+    if _sink_fd < 0 or _sink_pid != os.getpid():
+        handle, path = tempfile.mkstemp(prefix="occsim-jpeg-")
+        os.unlink(path)  # nameless: gone with the process
+        _sink_fd, _sink_pid = handle, os.getpid()
+    return _sink_fd
 
 
 def imdecode_jpeg_strict(buffer: np.ndarray, flags: int) -> tuple[np.ndarray | None, str]:
@@ -45,15 +47,18 @@ def imdecode_jpeg_strict(buffer: np.ndarray, flags: int) -> tuple[np.ndarray | N
     """
     with _lock:
         sink = _warning_sink()
-        sink.seek(0)
-        sink.truncate()
+        start = os.lseek(sink, 0, os.SEEK_END)
         saved = os.dup(2)
         try:
-            os.dup2(sink.fileno(), 2)
+            os.dup2(sink, 2)
             image = cv2.imdecode(buffer, flags)
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-        sink.seek(0)
-        message = sink.read(4096).decode("utf-8", "replace").strip()
+        end = os.lseek(sink, 0, os.SEEK_END)
+        if end == start:
+            return image, ""
+        if end > 1 << 20:  # a long run of damaged files: start the sink over
+            os.ftruncate(sink, 0)
+        message = os.pread(sink, min(end - start, 4096), start).decode("utf-8", "replace").strip()
     return image, message.splitlines()[0] if message else ""
