@@ -229,6 +229,13 @@ def test_search_topk_equals_a_stable_sort_of_the_full_matrix() -> None:
         np.testing.assert_array_equal(found.indices, expected)
         np.testing.assert_array_equal(found.distances, np.take_along_axis(dense, expected, axis=1))
     assert search_topk(queries, ArrayGallery(gallery[:3]), top=7, device="cpu").indices.shape == (6, 3)
+    # Cosine of normalised rows is not exact in float32 (equal vectors may round apart from one
+    # block to the next): random features without near ties.
+    queries, gallery = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)
+    cosine = pairwise_distance(torch.from_numpy(queries), torch.from_numpy(gallery), "cosine").numpy()
+    found = search_topk(queries, ArrayGallery(gallery), top=7, metric="cosine", device="cpu", block_rows=8)
+    np.testing.assert_array_equal(found.indices, np.argsort(cosine, axis=1, kind="stable")[:, :7])
+    np.testing.assert_allclose(found.distances, np.sort(cosine, axis=1)[:, :7], atol=1e-6)
 
 
 def test_search_global_plus_local_equals_the_combined_distance() -> None:

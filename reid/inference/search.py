@@ -5,8 +5,9 @@ at a time; each block's distances to a block of queries are computed on the devi
 (:func:`reid.distance.pairwise_distance`, plus :func:`reid.distance.aligned_local_distance`
 for ``global+local``), its k smallest per query kept, and merged with the best so far. Memory
 holds one gallery block, one [queries x block] distance block and the [M, k] results, never
-the [M, N] matrix. Ranks are those of a stable sort of the full distance row (ties: lower
-gallery row first), the order ``reid eval`` and ``reid rank`` use.
+the [M, N] matrix. Ranks are those of a stable sort of each query's whole row (ties: lower
+gallery row first), the order ``reid eval`` and ``reid rank`` use; the Euclidean ranking is
+computed from ``|g|^2 - 2 q.g`` (see :func:`search_topk`), equal to theirs up to float rounding.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def search_topk(
 ) -> TopK:
     """Exact top-``top`` gallery rows of every query, streaming the gallery in blocks.
 
+    Ranking uses a per-query *score* that orders the gallery exactly as the distance does,
+    and costs one matrix product per block and nothing else of size [queries, rows] besides
+    a partial selection: Euclidean: ``|g|^2 - 2 q.g`` (the distance squared minus the
+    query's own ``|q|^2``); cosine and ``global+local``: the distance itself. The
+    distances of the k kept rows are computed from their scores at the end
+    (``sqrt(max(|q|^2 + score, 1e-12))``, as :func:`reid.distance.euclidean_distance`).
+
     Args:
         q_global: query global features, shape [M, D].
         gallery: gallery rows (``global_rows(a, b)`` [b - a, D]; ``local_rows`` [b - a, H, C]
@@ -108,7 +116,8 @@ def search_topk(
         query_block: queries per distance block.
 
     Returns:
-        :class:`TopK`, equal to the first k columns of a stable argsort of the full matrix.
+        :class:`TopK`: the first k columns of a stable sort of each query's scores over the
+        whole gallery (ties: lower gallery row first), with their distances.
     """
     if distance not in DISTANCES:
         raise BadInputError(f"--distance {distance!r}: use {' or '.join(DISTANCES)}")
@@ -121,31 +130,61 @@ def search_topk(
     dev = resolve_device(device)
     q = torch.as_tensor(q_global).float().to(dev)
     ql = torch.as_tensor(q_local).float().to(dev) if distance == "global+local" else None
+    plain = distance == "global"
+    if plain and metric == "cosine":
+        q = torch.nn.functional.normalize(q, dim=1, eps=1e-12)
     m, n = q.shape[0], len(gallery)
     k = min(top, n)
     rows = block_rows or default_block_rows(min(m, query_block), q.shape[1])
-    best_d = torch.full((m, k), float("inf"), device=dev)
+    best_s = torch.full((m, k), float("inf"), device=dev)
     best_i = torch.full((m, k), -1, dtype=torch.int64, device=dev)
+    one = torch.ones(1, 1, device=dev)
     with torch.no_grad(), tqdm(total=n, desc="search", unit="row", disable=None if progress else True, leave=False) as bar:
         for g0 in range(0, n, rows):
             g1 = min(n, g0 + rows)
             gg = torch.as_tensor(gallery.global_rows(g0, g1)).float().to(dev)
             gl = torch.as_tensor(gallery.local_rows(g0, g1)).float().to(dev) if ql is not None else None
+            if plain and metric == "euclidean":
+                g_sq = gg.pow(2).sum(dim=1).unsqueeze(0)  # [1, b]
+            elif plain:
+                gg = torch.nn.functional.normalize(gg, dim=1, eps=1e-12)
             for q0 in range(0, m, query_block):
                 q1 = min(m, q0 + query_block)
-                dist = pairwise_distance(q[q0:q1], gg, metric)  # [mq, b]
-                if gl is not None:
-                    dist += aligned_local_distance(ql[q0:q1], gl)  # type: ignore[index]
-                cols = _smallest_k(dist, min(k, g1 - g0))  # [mq, kb], column order, ties: lower column
-                # Best-so-far first (all of lower rows), then this block in row order: a stable
-                # sort by distance then breaks every tie by the lower gallery row.
-                cand_d = torch.cat([best_d[q0:q1], dist.gather(1, cols)], dim=1)
+                if plain and metric == "euclidean":
+                    scores = torch.addmm(g_sq, q[q0:q1], gg.t(), beta=1.0, alpha=-2.0)  # [mq, b]
+                elif plain:
+                    scores = torch.addmm(one, q[q0:q1], gg.t(), beta=1.0, alpha=-1.0)  # 1 - cos, as cosine_distance
+                else:
+                    scores = pairwise_distance(q[q0:q1], gg, metric) + aligned_local_distance(ql[q0:q1], gl)  # type: ignore[index]
+                vals, cols = _block_topk(scores, min(k, g1 - g0))
+                # Best-so-far first (all of lower rows), then this block in (score, row) order:
+                # a stable sort by score then breaks every tie by the lower gallery row.
+                cand_s = torch.cat([best_s[q0:q1], vals], dim=1)
                 cand_i = torch.cat([best_i[q0:q1], cols + g0], dim=1)
-                order = torch.sort(cand_d, dim=1, stable=True).indices[:, :k]
-                best_d[q0:q1] = cand_d.gather(1, order)
+                order = torch.sort(cand_s, dim=1, stable=True).indices[:, :k]
+                best_s[q0:q1] = cand_s.gather(1, order)
                 best_i[q0:q1] = cand_i.gather(1, order)
             bar.update(g1 - g0)
-    return TopK(distances=best_d.cpu().numpy(), indices=best_i.cpu().numpy())
+        if plain and metric == "euclidean":
+            best_s = (q.pow(2).sum(dim=1, keepdim=True) + best_s).clamp_(min=1e-12).sqrt_()
+    return TopK(distances=best_s.cpu().numpy(), indices=best_i.cpu().numpy())
+
+
+def _block_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest scores of each row of [b, N] and their columns, ordered by (score,
+    column), chosen as a stable sort would choose them (ties at the k-th value: lower
+    columns). ``torch.topk`` is a partial selection (O(N)); the rare rows with a tie at the
+    boundary go through :func:`reid.distance._smallest_k`."""
+    vals, cols = torch.topk(scores, k, dim=1, largest=False, sorted=False)
+    kth = vals.max(dim=1, keepdim=True).values
+    tied = ((scores <= kth).sum(dim=1) > k).nonzero().flatten()
+    if tied.numel():
+        cols[tied] = _smallest_k(scores[tied], k)
+        vals[tied] = scores[tied].gather(1, cols[tied])
+    cols, order = cols.sort(dim=1)
+    vals = vals.gather(1, order)
+    vals, order = vals.sort(dim=1, stable=True)
+    return vals, cols.gather(1, order)
 
 
 # ---------------------------------------------------------------------------- queries
