@@ -36,7 +36,11 @@ SHARED_TRAINING_OPTIONS = (
     click.option("--margin", type=float, default=0.3, show_default=True, help="TriHard margin."),
     click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.1, show_default=True),
     click.option("--size", default="256x128", show_default=True, metavar="HxW", help="Network input size."),
-    click.option("--last-stride", type=click.Choice(["1", "2"]), default="1", show_default=True),
+    click.option("--last-stride", type=click.Choice(["1", "2"]), default="1", show_default=True,
+                 help="Stride of layer4: 1 doubles the last feature map's resolution (BoT) at ~1.7x the "
+                      "backbone cost for resnet18."),
+    click.option("--stripes", "num_stripes", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="Local stripes of the aligned branch (at most the feature map's height)."),
     click.option("--random-erasing", is_flag=True, help="Random Erasing augmentation."),
     click.option("--occlusion-p", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
                  help="--train-on augment: probability that an image is read as one of its occluded copies."),
@@ -63,7 +67,7 @@ SHARED_TRAINING_OPTIONS = (
 )
 SHARED_NAMES: tuple[str, ...] = (
     "arch", "pretrained", "epochs", "batch_p", "batch_k", "optimizer", "lr", "weight_decay", "warmup_epochs",
-    "schedule", "milestones", "margin", "label_smoothing", "size", "last_stride", "random_erasing",
+    "schedule", "milestones", "margin", "label_smoothing", "size", "last_stride", "num_stripes", "random_erasing",
     "occlusion_p", "occlusion_ramp_epochs", "retrieval_feature", "exclude_twin_positive", "clean_anchors_only",
     "visibility_weight", "device", "amp",
     "workers", "seed", "max_steps_per_epoch",

@@ -149,6 +149,8 @@ class TrainConfig:
         exclude_twin_positive: an image's own clean/occluded twin is never its mined positive.
         clean_anchors_only: occluded images are not TriHard anchors (they still feed ID and OBC).
         retrieval_feature: "global" (AlignedReID) or "bn" (BoT's BNNeck feature) for evaluation.
+        num_stripes: local stripes (AlignedReID: 8 at 256x128); at most the feature map's height
+            (input height / 16 with ``last_stride=1``, / 32 with 2) makes sense.
         visibility_weight: weight of the per-stripe visibility loss (a term of its own, see
             :mod:`reid.losses.multitask`); > 0 adds the visibility head to the model
             (``ModelConfig.visibility_head``), 0 = no head (the default).
@@ -194,6 +196,7 @@ class TrainConfig:
     exclude_twin_positive: bool = False
     clean_anchors_only: bool = False
     retrieval_feature: str = "global"
+    num_stripes: int = 8
     visibility_weight: float = 0.0
     input_size: tuple[int, int] = (256, 128)
     last_stride: int = 1
@@ -250,6 +253,7 @@ class TrainConfig:
         need(len(self.input_size) == 2 and min(self.input_size) >= 16,
              f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
         need(self.last_stride in (1, 2), f"--last-stride {self.last_stride}: must be 1 or 2")
+        need(self.num_stripes >= 1, f"--stripes {self.num_stripes}: must be at least 1")
         need(self.visibility_weight >= 0 and math.isfinite(self.visibility_weight),
              f"--visibility-weight {self.visibility_weight}: must be >= 0 (0 = no visibility head)")
         need(self.device in DEVICES, f"--device {self.device!r}: use auto, cpu or cuda")
@@ -806,7 +810,7 @@ class _Run:
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.model_config = ModelConfig(num_classes=int(labels.max()) + 1, arch=config.arch, last_stride=config.last_stride,
-                                        retrieval_feature=config.retrieval_feature,
+                                        retrieval_feature=config.retrieval_feature, num_stripes=config.num_stripes,
                                         visibility_head=config.visibility_weight > 0)
         self.loss_config = config.loss_config
         self.amp = resolve_amp(config.amp, device)
