@@ -353,9 +353,9 @@ def visibility_weighted_aligned_distance(
         block_size: rows of ``x`` and of ``y`` per block; memory O(block_size^2 * H^2).
 
     Returns:
-        shape [M, N] float32 (float64 for float64 features). Differentiable (plain torch
-        operations), though it is meant for evaluation: about as fast as the autograd path
-        of :func:`aligned_local_distance`, slower than its in-place evaluation path.
+        shape [M, N] float32 (float64 for float64 features). No autograd (evaluation only):
+        each block's cells are laid out [a, b, pairs] and the dynamic programme runs in place
+        along anti-diagonals, as in ``_aligned_rows``.
     """
     if x.dim() != 3 or y.dim() != 3 or x.shape[1:] != y.shape[1:]:
         raise BadInputError(
@@ -375,21 +375,35 @@ def visibility_weighted_aligned_distance(
     n = y.shape[0]
     vx = vx.to(device=x.device, dtype=dtype).clamp(VISIBILITY_FLOOR, 1.0)
     vy = vy.to(device=x.device, dtype=dtype).clamp(VISIBILITY_FLOOR, 1.0)
-    rows = []
-    with _no_autocast(x):
+    out = torch.empty((m, n), dtype=dtype, device=x.device)
+    if m == 0 or n == 0:
+        return out
+    with torch.no_grad(), _no_autocast(x):
+
+        def stripe_major(t: Tensor, query_side: bool) -> Tensor:
+            """[b, H, C] -> augmented rows [H*b, C+2], row a*b + i = stripe a of item i."""
+            return _augment(t.to(dtype).transpose(0, 1).reshape(-1, c), query_side)
+
+        g_blocks = [(stripe_major(y[j0 : j0 + block_size], False), vy[j0 : j0 + block_size].t()) for j0 in range(0, n, block_size)]
         for i0 in range(0, m, block_size):
-            xb, vxb = x[i0 : i0 + block_size].to(dtype), vx[i0 : i0 + block_size]
-            cols = []
-            for j0 in range(0, n, block_size):
-                yb, vyb = y[j0 : j0 + block_size].to(dtype), vy[j0 : j0 + block_size]
-                dist = euclidean_distance(xb.reshape(-1, c), yb.reshape(-1, c))
-                d = stripe_distance(dist).view(xb.shape[0], h, yb.shape[0], h).permute(0, 2, 1, 3)  # [bm, bn, H, H]
-                w = vxb[:, None, :, None] * vyb[None, :, None, :]  # [bm, bn, H, H]
-                mean = (w * d).sum(dim=(2, 3)) / w.sum(dim=(2, 3))  # [bm, bn]
-                cost = w * d + (1.0 - w) * mean[..., None, None]
-                cols.append(_dp_out_of_place(cost))
-            rows.append(torch.cat(cols, dim=1) if cols else torch.empty((xb.shape[0], 0), dtype=dtype, device=x.device))
-    return torch.cat(rows, dim=0) if rows else torch.empty((0, n), dtype=dtype, device=x.device)
+            xb = stripe_major(x[i0 : i0 + block_size], True)
+            vxb = vx[i0 : i0 + block_size].t()  # [H, bm]
+            bm = vxb.shape[1]
+            for jb, (yb, vyb) in enumerate(g_blocks):
+                j0, bn = jb * block_size, vyb.shape[1]
+                # Squared stripe distances [a, i, b, j] from one product, then s = sigmoid(r):
+                # tanh(r / 2) = 2 s - 1, and every cost below is affine in d with the same
+                # (2, -1), so the path is computed on s and mapped back once (as _aligned_nograd).
+                prod = torch.mm(xb, yb.t()).clamp_min_(_EPS).sqrt_().sigmoid_()
+                cells = prod.view(h, bm, h, bn).permute(0, 2, 1, 3).contiguous()  # [a, b, i, j]
+                w = vxb.view(h, 1, bm, 1) * vyb.view(1, h, 1, bn)  # [a, b, i, j]
+                # sum_ab w[a, b] = sum_a p[a] * sum_b q[b]
+                mean = (w * cells).sum(dim=(0, 1)) / (vxb.sum(dim=0)[:, None] * vyb.sum(dim=0)[None, :])  # [i, j]
+                cells.sub_(mean).mul_(w).add_(mean)  # w s + (1 - w) mean(s)
+                flat = cells.view(h, h, bm * bn)
+                _dp_cells_in_place(flat)
+                out[i0 : i0 + bm, j0 : j0 + bn] = flat[h - 1, h - 1].view(bm, bn)
+    return out.mul_(2.0).sub_(2 * h - 1)  # back from the sigmoid form
 
 
 # ------------------------------------------------------------------------ matrices
