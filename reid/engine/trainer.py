@@ -61,7 +61,6 @@ import math
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -72,7 +71,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from occsim.atomic import atomic_write_json
+from occsim.atomic import atomic_write_bytes, atomic_write_json
 from occsim.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from reid import __version__
@@ -602,14 +601,7 @@ def prepare_run_dir(config: TrainConfig) -> None:
 def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
     """Keep only the records of the first ``keep_epochs`` epochs (a resumed run redoes the rest)."""
     records = [r for r in read_metrics(path) if int(r.get("epoch", 0)) <= keep_epochs]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in records).encode(), "metrics")
 
 
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
