@@ -14,6 +14,7 @@ from occsim.errors import BadInputError
 F = TypeVar("F", bound=Callable[..., Any])
 
 BAD_INPUT_EXIT = 2
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
 
 
 def setup_logging(verbose: bool) -> None:
@@ -36,6 +37,56 @@ def handle_bad_input(func: F) -> F:
         except BadInputError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(BAD_INPUT_EXIT)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class OneLineErrorsGroup(click.Group):
+    """A Click group whose usage errors (a bad option value, an unknown option or command, a
+    missing argument) are one ``error: <command>: <what>; see '<command> --help'`` line and exit
+    status 2, like every other error, instead of Click's usage block; Ctrl-C that reaches
+    Click is one ``error: interrupted`` line and exit status 130. ``--help`` is unchanged."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as Click prints it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else (prog_name or self.name or "")
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            click.echo(f"error: {command}: {message}; see '{command} --help'", err=True)
+            sys.exit(BAD_INPUT_EXIT)
+        except click.ClickException as exc:
+            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C or end of input outside a command's own handling
+            click.echo("error: interrupted", err=True)
+            sys.exit(INTERRUPTED_EXIT)
+        # Without standalone mode Click returns the command's value, or the code of an explicit
+        # exit (--help: 0); the commands here return None on success.
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def handle_interrupt(func: F) -> F:
+    """Ctrl-C (or SIGTERM, which the generator turns into KeyboardInterrupt("signal 15")) ends
+    a command whose outputs are written only when complete with one line and 128 + the signal
+    number (130 for Ctrl-C), as a shell reports it, instead of a traceback or Click's "Aborted!"."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            words = str(exc).split()
+            signum = int(words[-1]) if len(words) == 2 and words[0] == "signal" and words[1].isdigit() else 2
+            click.echo(f"error: interrupted by signal {signum}; nothing was written (outputs appear only when "
+                       "complete)", err=True)
+            sys.exit(128 + signum)
 
     return wrapper  # type: ignore[return-value]
 

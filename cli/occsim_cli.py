@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input, parse_size, setup_logging, split_commas
+from cli.common import (
+    OneLineErrorsGroup,
+    handle_bad_input,
+    handle_interrupt,
+    parse_size,
+    setup_logging,
+    split_commas,
+)
 from occsim.errors import BadInputError
 from occsim.occluders import OccluderParams
 from occsim.schema import OCCLUDER_NAMES, SPLITS
@@ -27,7 +34,7 @@ def _comma_list(values: tuple[str, ...], option: str, allowed: tuple[str, ...]) 
     return items
 
 
-@click.group()
+@click.group(cls=OneLineErrorsGroup)
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """Materialise an Occluded Market-1501 (frozen splits + occlusion manifest) as HDF5."""
@@ -44,6 +51,7 @@ def main(verbose: bool) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
 @handle_bad_input
+@handle_interrupt
 def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, workers: int, force: bool) -> None:
     """Write the built-in synthetic pedestrian set in the Market-1501 layout."""
     from occsim.synth import SynthConfig, synthesize_market
@@ -86,6 +94,7 @@ def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, work
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable source images (each one reported).")
 @handle_bad_input
+@handle_interrupt
 def generate(src: Path | None, layout: str | None, variant: str | None, split_seed: int, out: Path,
              types: tuple[str, ...], patch: int, area_min: float, area_max: float,
              ratio_min: float, ratio_max: float, seed: int, workers: int, occlude: str, occlude_gallery: bool,
@@ -109,11 +118,13 @@ def generate(src: Path | None, layout: str | None, variant: str | None, split_se
 @click.argument("file", type=click.Path(path_type=Path))
 @handle_bad_input
 def info(file: Path) -> None:
-    """Validate FILE and print its splits, counts, generator arguments and fingerprint."""
+    """Validate FILE (every image's checksum included) and print its splits, counts, generator
+    arguments and fingerprint."""
     from occsim.info import describe
-    from occsim.store import read_store
+    from occsim.store import read_store, verify_pixels
 
-    click.echo(describe(read_store(file)))
+    store = read_store(file)
+    click.echo(describe(store, verified=verify_pixels(file)))
 
 
 @main.command()

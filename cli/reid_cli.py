@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from cli.common import setup_logging
+from cli.common import OneLineErrorsGroup, setup_logging
 
 # name -> "module:attribute" of the Click command
 COMMANDS: dict[str, str] = {
@@ -36,7 +36,7 @@ SHORT_HELP: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(OneLineErrorsGroup):
     """A Click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -75,7 +75,7 @@ def eval_command(
     Prints R1, R5, R10, mAP and mINP per query set, writes the JSON and a CMC-curve PNG.
     """
     from reid.engine.evaluator import EvalConfig, run_eval
-    from reid.engine.report import format_header, format_table, write_outputs
+    from reid.engine.report import check_outputs, format_header, format_table, write_outputs
     from reid.engine.runs import EVAL_JSON, find_latest_checkpoint
 
     if checkpoint is None:
@@ -98,8 +98,9 @@ def eval_command(
         workers=workers,
         visibility=visibility,
     )
+    json_out, _ = check_outputs(out if out is not None else checkpoint.parent / EVAL_JSON)  # before the features
     report = run_eval(config)
-    json_path, png_path = write_outputs(report, out if out is not None else checkpoint.parent / EVAL_JSON)
+    json_path, png_path = write_outputs(report, json_out)
     click.echo(format_header(report))
     click.echo(format_table(report))
     click.echo(f"wrote {json_path} and {png_path}", err=True)

@@ -49,11 +49,13 @@ def rank_command(
     """Query and its top-k gallery images after the protocol's removals (same identity and
     camera, junk): green border = match, red = miss. The ranking is the one the CMC sees."""
     from reid.engine.runs import find_latest_checkpoint
+    from occsim.atomic import check_output_folder
     from reid.rank import run_rank
 
     if checkpoint is None:
         checkpoint = find_latest_checkpoint()
         click.echo(f"checkpoint: {checkpoint}", err=True)
+    check_output_folder(out, "rank figures")  # before the features are computed
     paths = run_rank(
         checkpoint, data, out, query=query, n_queries=n, ids=parse_ids(ids), seed=seed, distance=distance,
         metric=metric, k=k, gallery=gallery, device=device, batch_size=batch_size,

@@ -59,12 +59,14 @@ def saliency_command(
     """Grad-CAM (Figure 2 of the paper): clean image, occluded copy, and each model's saliency on
     the occluded copy, with the occlusion box; prints the share of saliency inside the box."""
     from reid.engine.runs import find_latest_checkpoint
+    from occsim.atomic import check_output_folder
     from reid.saliency import format_box_mass_table, run_saliency
 
     paths = list(checkpoints)
     if not paths:
         paths = [find_latest_checkpoint()]
         click.echo(f"checkpoint: {paths[0]}", err=True)
+    check_output_folder(out, "saliency figures")  # before the features are computed
     report = run_saliency(
         data, paths, out, names=names or None, ids=parse_ids(ids), n=n, seed=seed, occ_type=occ_type,
         target=target, device=device, batch_size=batch_size, scale=scale,

@@ -52,6 +52,7 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
     Finished cells are reused when the study is run again.
     """
     from reid.engine.trainer import TrainConfig
+    from occsim.atomic import check_output_folder
     from reid.study import StudyConfig, run_study
 
     training = pop_training_kwargs(options)
@@ -61,6 +62,7 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
         alphas=parse_numbers(alphas, "--alphas", float, "numbers", "1,0.8,0.6"), val_fraction=val_fraction, device=training["device"], saliency=saliency,
         test_data=tuple(test_data), cells=split_commas(cells), distance=distance,
     )
+    check_output_folder(config.out, "study report")  # before any training
     report = run_study(config)
     click.echo(report.tables)
     click.echo(f"\n{report.trained} cell run(s) trained, {report.reused} reused; report: {report.report_md}")

@@ -2,31 +2,126 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from occsim.errors import BadInputError
 
+logger = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (signal 0 only asks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_leftovers(folder: str | os.PathLike, pattern: re.Pattern[str]) -> list[Path]:
+    """Remove the files of ``folder`` whose name matches ``pattern`` and whose writer is dead.
+
+    Temporary files carry their writer's process id (``pattern``'s first group); a run killed
+    with SIGKILL cannot remove its own, so the next run that writes the same name does. (On a
+    folder shared between machines a process id is only meaningful on the machine that wrote
+    the file; keep concurrent runs on different machines from writing the same name.)
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+            removed.append(folder / name)
+            logger.info("removed %s, left by a killed run (process %s)", folder / name, match.group(1))
+    return removed
+
+
+def temporary_beside(path: str | os.PathLike) -> tuple[int, str]:
+    """Create ``.<name>.<pid>-<random>.tmp`` beside ``path`` for an atomic write, after removing
+    those that killed writers of the same name left behind (:func:`sweep_leftovers`).
+
+    Returns:
+        (open file descriptor, temporary path), as :func:`tempfile.mkstemp`.
+    """
+    path = Path(path)
+    sweep_leftovers(path.parent, re.compile(re.escape(f".{path.name}.") + r"(\d+)-[^/]*\.tmp"))
+    return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+
+
+def check_output_file(path: str | os.PathLike, what: str = "file", option: str = "--out") -> Path:
+    """Fail fast, before any long work, when ``path`` could not be written: it is a folder, or
+    the folder it goes in cannot be made or written. Creates nothing.
+
+    Raises:
+        BadInputError: naming the path, the ``what`` and the ``option`` to change.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a folder, so the {what} cannot be written there; "
+                            f"choose another {option} or move the folder away")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInputError(f"{existing}: is a file, so the folder for the {what} cannot be made; choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"{existing}: not writable, so the {what} cannot be written under it; choose another {option}")
+    return path
+
+
+def check_output_folder(folder: str | os.PathLike, what: str = "outputs", option: str = "--out") -> Path:
+    """Fail fast, before any long work, when files could not be written into ``folder``: it is a
+    file, or it (or the folder that would hold it) cannot be written. Creates nothing.
+
+    Raises:
+        BadInputError: naming the folder, the ``what`` and the ``option`` to change.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BadInputError(f"{folder}: is a file, not a folder for the {what}; choose another {option}")
+    check_output_file(folder / "x", what, option)
+    return folder
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "file") -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
     Raises:
-        BadInputError: the folder cannot be created or written (names ``what`` and the path).
+        BadInputError: ``path`` is a folder, or its folder cannot be created or written (names
+            ``what`` and the path); nothing is left behind then.
     """
-    path = Path(path)
+    path = check_output_file(path, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporary_beside(path)
     except OSError as exc:
         raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); choose another --out") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
+    except OSError as exc:  # a folder that appeared meanwhile, a full disk
+        Path(tmp).unlink(missing_ok=True)
+        raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); choose another --out") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

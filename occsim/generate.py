@@ -39,6 +39,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -52,12 +53,14 @@ import numpy as np
 from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
+from occsim.atomic import pid_alive
 from occsim.decoding import imdecode_jpeg_strict
 from occsim.errors import BadInputError
 from occsim.occluders import OCCLUDERS, OccluderParams, fill_box, get_occluder
 from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
 from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
 from occsim.store import SplitManifest, StoreWriter, check_output_path
+from occsim.workers import cap_workers
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +134,8 @@ class GenerateConfig:
             raise BadInputError(f"--workers {self.workers!r}: must be 0 (all cores) or a positive integer")
         if len(self.image_size) != 2 or min(int(v) for v in self.image_size) < 1:
             raise BadInputError(f"--size {self.image_size!r}: both sides must be positive, e.g. 128x64")
+        if self.occluded_splits:
+            self.occluder.check_fits(self.image_size, self.ordered_types)
         if self.chunk_size < 1:
             raise BadInputError(f"chunk_size {self.chunk_size!r}: must be positive")
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, (int, np.integer)) or self.split_seed < 0:
@@ -411,8 +416,29 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
 
 
 def resolve_workers(workers: int) -> int:
-    """``workers``, or every usable core for 0."""
-    return workers if workers > 0 else max(1, cpu_count())
+    """``workers`` (at most the usable CPUs, see :func:`occsim.workers.cap_workers`), or every
+    usable core for 0."""
+    return cap_workers(workers) if workers > 0 else max(1, cpu_count())
+
+
+def _start_workers_deaf_to_sigint(n_workers: int) -> None:
+    """Start the loky workers with SIGINT ignored.
+
+    Ctrl-C reaches every process of the terminal's foreground group: workers that heard it would
+    each print a KeyboardInterrupt traceback (often while still importing). An ignored signal
+    stays ignored through fork and exec (Python keeps an inherited SIG_IGN), so the workers are
+    started while this process ignores SIGINT; it alone then stops the run and kills them. The
+    same workers serve every later :func:`_parallel` call (loky reuses them). A Ctrl-C during
+    these few hundred milliseconds is lost (press it again).
+    """
+    if n_workers <= 1 or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _parallel(n_workers, (delayed(os.getpid)() for _ in range(n_workers))) as results:
+            list(results)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def resolve_source(src: Path | None, workers: int = 1, echo: Callable[[str], None] = logger.info) -> Path:
@@ -462,15 +488,25 @@ def _stop_on_signals() -> Iterator[_StopSignal]:
         return
 
     def interrupt(signum: int, frame: Any) -> None:
+        if stop.signum:  # already stopping: a second Ctrl-C must not cut the clean-up short
+            return
         stop.signum = signum
         raise KeyboardInterrupt(f"signal {signum}")
 
+    def quiet_when_stopping(unraisable: Any) -> None:
+        # Python prints ("Exception ignored in ...") and drops an exception raised while a weakref
+        # callback or __del__ runs; stop.check() raises this one again from the main loop.
+        if not (stop.signum and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            previous_hook(unraisable)
+
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, quiet_when_stopping
     try:
         yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager
@@ -558,22 +594,12 @@ def _spool(n_workers: int, chunk_bytes: int) -> Iterator[_Spool | None]:
         spool.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_spools(base: str) -> None:
     """Remove the spool folders of runs whose process is gone (killed with SIGKILL)."""
     with contextlib.suppress(OSError):
         for name in os.listdir(base):
             pid = name[len(SPOOL_PREFIX):].split("-", 1)[0] if name.startswith(SPOOL_PREFIX) else ""
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
@@ -669,6 +695,7 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
     if not types or not config.occluded_splits:
         logger.warning("no occluder type or no occluded split: the file will hold clean rows only")
 
+    _start_workers_deaf_to_sigint(n_workers)
     with _stop_on_signals() as stop:
         skipped: list[SkippedImage] = []
         if config.skip_bad:

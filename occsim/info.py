@@ -44,11 +44,21 @@ def _short(value: object) -> str:
     return json.dumps(value)
 
 
-def describe(info: StoreInfo) -> str:
+def _pixels_line(info: StoreInfo, verified: int | None) -> str:
+    if not info.pixel_checksums:
+        return ("  pixels: no checksums (written before occsim stored them): damage to the pixels cannot be "
+                "detected; regenerate the file to add them")
+    if verified is None:
+        return "  pixels: a Fletcher32 checksum per image (checked on every read; `occsim info` checks them all)"
+    return f"  pixels: a Fletcher32 checksum per image, all {verified} verified"
+
+
+def describe(info: StoreInfo, verified: int | None = None) -> str:
     """Splits, rows, clean/occluded counts per type, identities, cameras, generator args, fingerprint.
 
     Args:
         info: a validated file, from :func:`occsim.store.read_store`.
+        verified: how many images :func:`occsim.store.verify_pixels` checked, if it ran.
     """
     height, width = info.image_size
     lines = [
@@ -56,6 +66,7 @@ def describe(info: StoreInfo) -> str:
         f"  format_version {info.format_version}, written by occsim {info.package_version}",
         f"  source {info.source}, seed {info.seed}, images {height}x{width} RGB",
         f"  fingerprint {info.fingerprint}",
+        _pixels_line(info, verified),
         "splits:",
     ]
     lines.extend(_split_line(name, manifest) for name, manifest in info.splits.items())

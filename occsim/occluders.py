@@ -23,6 +23,7 @@ the 128x64 image that the HDF5 file holds, as the paper did on Market's native 1
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,6 +34,10 @@ import numpy as np
 
 from occsim.errors import BadInputError
 from occsim.schema import OCCLUDER_NAMES
+
+logger = logging.getLogger(__name__)
+
+SQUARE_OCCLUDERS: tuple[str, ...] = ("mean", "black")  # the --patch-px square ones
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 
@@ -46,7 +51,8 @@ class OccluderParams:
     """Parameters of the occluders (the same for every image of a run).
 
     Attributes:
-        patch: side in stored pixels of the ``mean`` and ``black`` square (clipped to the image).
+        patch: side in stored pixels of the ``mean`` and ``black`` square (clipped to the image;
+            a square that would cover all of it is refused, see :meth:`check_fits`).
         area_min, area_max: range of the ``random`` box's area as a fraction of the image's.
         ratio_min, ratio_max: range of the ``random`` box's aspect ratio h / w (drawn log-uniformly).
     """
@@ -71,6 +77,26 @@ class OccluderParams:
                 raise BadInputError(f"{name} {value!r}: must be a positive aspect ratio h/w, e.g. 0.3")
         if self.ratio_min > self.ratio_max:
             raise BadInputError(f"--ratio-min {self.ratio_min} is larger than --ratio-max {self.ratio_max}; swap them")
+
+    def check_fits(self, image_size: tuple[int, int], types: tuple[str, ...]) -> None:
+        """Refuse a ``mean``/``black`` square that would cover the whole stored image (every
+        occluded copy one flat colour); warn when it is clipped to the image on one side.
+
+        Args:
+            image_size: stored (H, W).
+            types: the occluder names of the run.
+        """
+        if not set(types) & set(SQUARE_OCCLUDERS):
+            return
+        height, width = int(image_size[0]), int(image_size[1])
+        if self.patch >= height and self.patch >= width:
+            raise BadInputError(
+                f"--patch {self.patch}: the square covers the whole {height}x{width} stored image, so every occluded "
+                f"copy would be one flat colour; use a --patch below {max(height, width)} (at most {min(height, width)} "
+                f"keeps it square) or a larger --size")
+        if self.patch > min(height, width):
+            logger.warning("--patch %d is wider than the %dx%d stored image: the box is clipped to %dx%d",
+                           self.patch, height, width, min(self.patch, height), min(self.patch, width))
 
 
 def _check_image(image: np.ndarray) -> None:

@@ -101,3 +101,19 @@ def row_shape(column: ColumnSpec, image_size: tuple[int, int]) -> tuple[int, ...
     if column.row_shape == "image":
         return (int(image_size[0]), int(image_size[1]), 3)
     return tuple(column.row_shape)  # type: ignore[arg-type]
+
+
+# Pixel checksums, an additive part of format_version 1: the ``images`` dataset of a split
+# carries HDF5's Fletcher32 filter, one checksum per chunk, i.e. per image, which HDF5 checks
+# on every read of that image. Files written before checksums existed have none and still
+# read (``occsim info`` says that their pixels cannot be checked).
+PIXEL_CHECKSUM = "fletcher32"
+
+
+def image_dataset_options(n_rows: int, image_size: tuple[int, int]) -> dict[str, object]:
+    """h5py ``create_dataset`` options of a split's ``images``: one image per chunk (the training
+    loader reads single rows at random), each chunk with its Fletcher32 checksum. An empty split
+    is stored contiguous (HDF5 chunks need a non-zero size), so it has nothing to check."""
+    if n_rows == 0:
+        return {}
+    return {"chunks": (1, int(image_size[0]), int(image_size[1]), 3), PIXEL_CHECKSUM: True}

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,6 +21,7 @@ import h5py
 import numpy as np
 
 from occsim import __version__
+from occsim.atomic import sweep_leftovers
 from occsim.errors import BadInputError
 from occsim.schema import (
     FORMAT,
@@ -29,6 +31,7 @@ from occsim.schema import (
     ROOT_ATTRS,
     SPLITS,
     columns_for,
+    image_dataset_options,
     occ_type_code,
     row_shape,
 )
@@ -153,6 +156,8 @@ class StoreWriter:
 
     def __enter__(self) -> "StoreWriter":
         check_output_path(self.path, self.force)
+        # A run killed with SIGKILL leaves its temporary file; the next one writing here removes it.
+        sweep_leftovers(self.path.parent, re.compile(re.escape(f".{self.path.name}.partial-") + r"(\d+)"))
         try:
             self._file = h5py.File(self.tmp_path, "w")
         except OSError as exc:
@@ -178,8 +183,7 @@ class StoreWriter:
         for column in columns_for(split):
             shape = (n, *row_shape(column, self.image_size))
             if column.name == "images":
-                # One chunk per image: the training loader reads single rows at random.
-                group.create_dataset("images", shape=shape, dtype=np.uint8, chunks=(1, *shape[1:]) if n else None)
+                group.create_dataset("images", shape=shape, dtype=np.uint8, **image_dataset_options(n, self.image_size))
             else:
                 group.create_dataset(column.name, data=np.asarray(manifest.column(column.name), dtype=column.dtype),
                                      shape=shape, dtype=column.dtype)
@@ -247,6 +251,8 @@ class StoreInfo:
     image_size: tuple[int, int]
     fingerprint: str
     splits: dict[str, SplitManifest] = field(repr=False)
+    pixel_checksums: bool = False  # every non-empty split's images carry a per-image checksum
+
 
     def split(self, name: str) -> SplitManifest:
         return self.splits[name]
@@ -324,6 +330,7 @@ def _read_validated(path: Path, h5: h5py.File, verify_fingerprint: bool) -> Stor
         manifests[split] = manifest
     generator_args = json.loads(_text(attrs["generator_args"]))
     fingerprint = _text(attrs["fingerprint"])
+    pixel_checksums = all(bool(h5[s]["images"].fletcher32) for s in SPLITS if h5[s]["images"].shape[0])
     if verify_fingerprint and compute_fingerprint(manifests, generator_args) != fingerprint:
         raise _fail(path, "the manifests do not match the stored fingerprint (the file was modified or damaged)")
     return StoreInfo(
@@ -336,7 +343,20 @@ def _read_validated(path: Path, h5: h5py.File, verify_fingerprint: bool) -> Stor
         image_size=(image_size[0], image_size[1]),
         fingerprint=fingerprint,
         splits=manifests,
+        pixel_checksums=pixel_checksums,
     )
+
+
+def pixel_read_error(path: str | os.PathLike, split: str, row: int, exc: BaseException) -> BadInputError:
+    """The one-line error for pixels that cannot be read back: with checksums, HDF5 refuses an
+    image whose bytes changed after it was written (``exc`` is h5py's OSError)."""
+    return BadInputError(f"{path}: the pixels of {split} row {row} cannot be read ({_short(exc)}: damaged or "
+                         f"modified file); regenerate it with `occsim generate` (`occsim info` checks every row)")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return "checksum mismatch" if "filter returned failure" in text else text or type(exc).__name__
 
 
 def read_images(h5: h5py.File, split: str, rows: Iterable[int]) -> np.ndarray:
@@ -349,10 +369,54 @@ def read_images(h5: h5py.File, split: str, rows: Iterable[int]) -> np.ndarray:
 
     Returns:
         uint8 RGB images, shape [n, H, W, 3], in the order of ``rows``.
+
+    Raises:
+        BadInputError: an image fails its checksum (or cannot be read).
     """
     dataset = h5[split]["images"]
     rows = [int(r) for r in rows]
     out = np.empty((len(rows), *dataset.shape[1:]), dtype=np.uint8)
     for i, row in enumerate(rows):
-        dataset.read_direct(out, np.s_[row], np.s_[i])
+        try:
+            dataset.read_direct(out, np.s_[row], np.s_[i])
+        except OSError as exc:
+            raise pixel_read_error(h5.filename, split, row, exc) from exc
     return out
+
+
+VERIFY_BLOCK = 512  # rows read at once by verify_pixels (one HDF5 call, each chunk still checked)
+
+
+def verify_pixels(path: str | os.PathLike, progress: bool = True) -> int | None:
+    """Read every image of an occluded-reid file so that HDF5 checks each one's checksum.
+
+    Args:
+        path: a file that :func:`read_store` accepts.
+        progress: a progress bar on stderr (when it is a terminal).
+
+    Returns:
+        The number of images checked, or None for a file written without checksums (nothing
+        can be checked; it still reads).
+
+    Raises:
+        BadInputError: naming the first split and row whose pixels fail their checksum.
+    """
+    from tqdm import tqdm
+
+    path = Path(path)
+    with open_h5(path) as h5:
+        datasets = {s: h5[s]["images"] for s in SPLITS if s in h5 and h5[s]["images"].shape[0]}
+        if not all(d.fletcher32 for d in datasets.values()):
+            return None
+        total = sum(d.shape[0] for d in datasets.values())
+        with tqdm(total=total, unit="img", desc="verify pixels", disable=None if progress else True, leave=False) as bar:
+            for split, dataset in datasets.items():
+                for start in range(0, dataset.shape[0], VERIFY_BLOCK):
+                    stop = min(dataset.shape[0], start + VERIFY_BLOCK)
+                    try:
+                        dataset[start:stop]
+                    except OSError as exc:  # name the first damaged row of the block
+                        read_images(h5, split, range(start, stop))
+                        raise pixel_read_error(path, split, start, exc) from exc
+                    bar.update(stop - start)
+    return total

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from occsim.errors import BadInputError
-from occsim.store import SplitManifest, StoreWriter, open_h5, read_images, read_store
+from occsim.store import SplitManifest, StoreWriter, open_h5, read_images, read_store, verify_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def carve_validation(src: Path, out: Path, fraction: float = 0.2, seed: int = 0,
         ``out``.
     """
     info = read_store(src)
+    verify_pixels(src)  # a damaged source is refused before anything is written
     train = info.split("train")
     train_rows, query_rows, gallery_rows = split_identities(train, fraction, seed, option)
     if len(query_rows) == 0:

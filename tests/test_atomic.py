@@ -24,5 +24,5 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
 def test_an_unwritable_folder_is_a_bad_input(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(BadInputError, match="cannot write the figure"):
+    with pytest.raises(BadInputError, match="file: is a file, so the folder for the figure cannot be made"):
         atomic_write_bytes(blocker / "sub" / "a.png", b"png", "figure")

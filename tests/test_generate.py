@@ -240,7 +240,7 @@ def test_default_source_prefers_market_then_synthetic(tmp_path: Path, monkeypatc
     make_market_tree(tmp_path / gen.DEFAULT_MARKET)
     assert resolve_source(None, echo=lines.append) == gen.DEFAULT_MARKET
     assert resolve_source(tmp_path / "x") == tmp_path / "x"
-    report = generate(GenerateConfig(workers=1, image_size=SIZE, progress=False))
+    report = generate(GenerateConfig(workers=1, image_size=SIZE, occluder=OccluderParams(patch=10), progress=False))
     assert report.out == Path("data/occluded.h5") and (tmp_path / "data" / "occluded.h5").exists()
     assert read_store(report.out).source == "Market-1501-v15.09.15"
 

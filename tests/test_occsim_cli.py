@@ -119,7 +119,7 @@ def test_unreadable_image(market: Path, tmp_path: Path, damage, reason: str) -> 
     bad = market / "bounding_box_test" / "0001_c4s2_012345_02.jpg"
     bad.write_bytes(damage(bad.read_bytes()))
     out = tmp_path / "o.h5"
-    result = _run("generate", "--src", market, "--out", out, "--size", "32x16", "--workers", "2")
+    result = _run("generate", "--src", market, "--out", out, "--size", "32x16", "--patch", "10", "--workers", "2")
     _assert_bad_input(result, "bounding_box_test/0001_c4s2_012345_02.jpg", reason, "--skip-bad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Market"]  # no file, no partial file
 

@@ -35,7 +35,8 @@ import torch
 import torch.utils.data
 
 from occsim.errors import BadInputError
-from occsim.store import SplitManifest, open_h5, read_store
+from occsim.store import SplitManifest, open_h5, pixel_read_error, read_store
+from occsim.workers import cap_workers
 from reid.data.sampler import KeyedBatchSampler, PKSampler, SampleKey
 from reid.data.transforms import (
     IMAGENET_MEAN,
@@ -138,8 +139,12 @@ class _LazyImages:
     def read(self, row: int) -> np.ndarray:
         """One stored image, uint8 [h, w, 3] RGB (a per-row read)."""
         # dataset[row] (one chunk, no fancy indexing) is ~3x faster than read_direct here,
-        # which spends its time building selections in Python.
-        return self._dataset()[int(row)]
+        # which spends its time building selections in Python. HDF5 checks the image's
+        # checksum on this read (files written since checksums exist).
+        try:
+            return self._dataset()[int(row)]
+        except OSError as exc:
+            raise pixel_read_error(self.path, self.split, int(row), exc) from exc
 
     @property
     def is_open(self) -> bool:
@@ -645,6 +650,7 @@ def build_train_loader(
     dataset = build_train_dataset(path, train_on, transform_config, seed, occluder_types=occluder_types,
                                   occlusion_p=occlusion_p, occlusion_ramp_epochs=occlusion_ramp_epochs)
     sampler = PKSampler(dataset.pids, batch_p, batch_k, seed=seed, rank=rank, world_size=world_size, source=str(path))
+    workers = cap_workers(workers)  # more processes than usable CPUs only contend
     collate = (CollatePairs if train_on == "both" else CollateItems)(
         tuple(transform_config.mean), tuple(transform_config.std), normalize_in_workers
     )
@@ -676,6 +682,7 @@ def build_eval_loader(
     (see :func:`build_train_loader` for ``normalize_in_workers``).
     """
     dataset = HDF5Split(path, split, rows=rows, transform=EvalTransform(size))
+    workers = cap_workers(workers)  # more processes than usable CPUs only contend
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

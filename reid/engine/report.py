@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from occsim.atomic import atomic_write_bytes
+from occsim.atomic import atomic_write_bytes, check_output_file
 from occsim.errors import BadInputError
 
 if TYPE_CHECKING:  # evaluator imports torch; presenting a report does not need it
@@ -98,8 +98,21 @@ def plot_cmc(report: "EvalReport", png_path: str | os.PathLike) -> Path:
     return png_path
 
 
-def write_outputs(report: "EvalReport", json_path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the JSON at ``json_path`` and the CMC plot next to it (``<stem>_cmc.png``)."""
+def output_paths(json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """The JSON at ``json_path`` and the CMC plot next to it (``<stem>_cmc.png``)."""
     json_path = Path(json_path)
-    png_path = json_path.with_name(f"{json_path.stem}_cmc.png")
+    return json_path, json_path.with_name(f"{json_path.stem}_cmc.png")
+
+
+def check_outputs(json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Refuse, before any work, outputs that could not be written (a folder of either name, a
+    folder that cannot be written); see :func:`occsim.atomic.check_output_file`."""
+    json_out, png_out = output_paths(json_path)
+    return check_output_file(json_out, "results"), check_output_file(png_out, "CMC plot")
+
+
+def write_outputs(report: "EvalReport", json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the JSON at ``json_path`` and the CMC plot next to it (``<stem>_cmc.png``); both are
+    checked first, so that a failure leaves neither half of the report."""
+    json_path, png_path = check_outputs(json_path)
     return write_json(report, json_path), plot_cmc(report, png_path)

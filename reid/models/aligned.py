@@ -51,7 +51,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import urllib.request
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
@@ -63,6 +62,7 @@ import torch
 import torchvision
 from torch import hub, nn
 
+from occsim.atomic import temporary_beside
 from occsim.errors import BadInputError
 
 logger = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def _download(url: str, dest: Path, hash_prefix: str | None) -> None:
         OSError (URLError, timeouts), ValueError: the sha256 does not start with ``hash_prefix``.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}-", suffix=".tmp", dir=dest.parent)
+    fd, tmp = temporary_beside(dest)
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:

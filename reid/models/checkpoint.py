@@ -16,7 +16,6 @@ without unpickling arbitrary objects::
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from occsim.atomic import temporary_beside
 from occsim.errors import BadInputError
 from reid import __version__
 from reid.models.aligned import AlignedReID, ModelConfig
@@ -125,7 +125,7 @@ def save_checkpoint(
     }
     _check_plain(payload, "")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = temporary_beside(path)  # also removes those of killed runs
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
