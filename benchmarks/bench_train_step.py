@@ -25,7 +25,7 @@ resident set (``ru_maxrss``), printed with the resident set just before the firs
 (torch, the model and the batch loaded) for reference.
 
 Run:  .venv/bin/python benchmarks/bench_train_step.py [--quick] [--steps N] [--device cpu|cuda]
-          [--train-on both|clean] [--last-stride 1|2]
+          [--train-on both|clean] [--last-stride 1|2] [--json-out FILE]
       (--quick: resnet18 at 128x64; --last-stride 2 shows what last stride 1 costs)
 """
 
@@ -173,6 +173,8 @@ def main() -> None:
     ap.add_argument("--train-on", default="both", choices=["both", "clean"])
     ap.add_argument("--last-stride", type=int, default=1, choices=[1, 2],
                     help="our model's last stride (1 = the trainer's default; 2 = the classifier's)")
+    ap.add_argument("--json-out", type=Path, default=None,
+                    help="also write the figures as JSON (scripts/gpu_check.sh reads them)")
     ap.add_argument("--only", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.arch, args.size = ("resnet18", (128, 64)) if args.quick else ("resnet50", (256, 128))
@@ -207,6 +209,12 @@ def main() -> None:
     print(f"ratio ours / baseline: throughput {ours['images_per_s'] / base['images_per_s']:.2f}x (medians), "
           f"{base['min_s'] / ours['min_s']:.2f}x (fastest steps); "
           f"peak memory {memory['ours']['peak_mb'] / memory['baseline']['peak_mb']:.2f}x")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps({
+            "arch": args.arch, "size": list(args.size), **timing, "memory": memory,
+            "throughput_ratio": ours["images_per_s"] / base["images_per_s"],
+            "memory_ratio": memory["ours"]["peak_mb"] / memory["baseline"]["peak_mb"],
+        }, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ def test_aligned_empty() -> None:
     assert aligned_local_distance(torch.zeros(0, 4, 3), torch.zeros(5, 4, 3)).shape == (0, 5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 def test_aligned_cuda_matches_cpu() -> None:
     gen = torch.Generator().manual_seed(0)

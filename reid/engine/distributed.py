@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import torch
@@ -49,16 +49,21 @@ class DistInfo:
         world_size: number of processes (1 without torchrun).
         local_rank: rank on this machine (selects the GPU).
         initialized: True when this module created a process group that must be destroyed.
+        launched: started by torchrun (its variables are set), even as its only process.
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     initialized: bool = False
+    launched: bool = False
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Several processes, or one that torchrun started: ``torchrun --nproc_per_node=1``
+        runs the whole DDP path (process group, NCCL on a GPU, SyncBatchNorm), so that a
+        one-GPU machine can check it."""
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -82,7 +87,7 @@ def env_dist_info() -> DistInfo:
         raise ValueError(f"bad torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {exc}") from exc
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={world_size}")
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, launched=True)
 
 
 def init_distributed(device: torch.device) -> DistInfo:
@@ -99,13 +104,13 @@ def init_distributed(device: torch.device) -> DistInfo:
     if not info.distributed:
         return info
     if dist.is_initialized():  # created by a caller (e.g. a test harness): reuse it
-        return DistInfo(info.rank, info.world_size, info.local_rank, initialized=False)
+        return replace(info, initialized=False)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(backend=backend, timeout=PROCESS_GROUP_TIMEOUT)
     logger.info("rank %d/%d joined the %s process group", info.rank, info.world_size, backend)
-    return DistInfo(info.rank, info.world_size, info.local_rank, initialized=True)
+    return replace(info, initialized=True)
 
 
 def process_device(device: torch.device, info: DistInfo) -> torch.device:
