@@ -36,7 +36,8 @@ def write_gallery(path: Path, rows: int, dim: int, block: int = 65536) -> np.mem
         stop = min(rows, start + block)
         gallery[start:stop] = torch.randn(stop - start, dim, generator=generator).numpy()
     gallery.flush()
-    return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
+    # Copy-on-write mapping: read like "r", but writable as torch wants (nothing is written).
+    return np.memmap(path, dtype=np.float32, mode="c", shape=(rows, dim))
 
 
 def matmul_only(queries: torch.Tensor, gallery: np.ndarray, block_rows: int, device: torch.device) -> None:
@@ -76,18 +77,21 @@ def main() -> None:
         start = time.perf_counter()
         matmul_only(queries.to(device), gallery, block_rows, device)
         t_matmul = time.perf_counter() - start
+        print(f"dense matmul of the same size (blocked, output dropped): {t_matmul:.2f} s", flush=True)
         start = time.perf_counter()
         found = search_topk(queries, ArrayGallery(gallery), top=args.top, device=device, block_rows=block_rows,
                             progress=False)
         t_search = time.perf_counter() - start
+        print(f"search: {t_search:.2f} s | ratio {t_search / t_matmul:.2f}x", flush=True)
 
         check = 3
-        dense = torch.cdist(queries[:check].double(), torch.as_tensor(np.asarray(gallery)).double()).numpy()
+        dense = np.concatenate([  # float64 distances of the first queries, one gallery block at a time
+            torch.cdist(queries[:check].double(), torch.as_tensor(gallery[i : i + block_rows]).double()).numpy()
+            for i in range(0, args.gallery, block_rows)
+        ], axis=1)
         expected = np.argsort(dense, axis=1, kind="stable")[:, : args.top]
         exact = bool(np.array_equal(found.indices[:check], expected))
-    print(f"search: {t_search:.2f} s | dense matmul of the same size (blocked, output dropped): {t_matmul:.2f} s | "
-          f"ratio {t_search / t_matmul:.2f}x | top-{args.top} of the first {check} queries equal to a float64 "
-          f"full sort: {exact}")
+    print(f"top-{args.top} of the first {check} queries equal to a float64 full sort: {exact}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from cli.common import handle_bad_input, split_commas
 @click.option("--flip/--no-flip", default=False, show_default=True, help="Average with the mirrored image's features.")
 @click.option("--local/--no-local", default=True, show_default=True,
               help="Also store the stripe features (needed by `reid search --distance global+local`).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images (0: in the main process).")

@@ -20,7 +20,7 @@ from cli.common import handle_bad_input
 @click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Checkpoint for image queries. Default: the one the gallery was embedded with (checked by fingerprint).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Query images per forward pass.")
 @click.option("--figures", type=click.IntRange(min=0), default=20, show_default=True,

@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 import pytest
 import torch

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -389,8 +389,3 @@ def _embed_remaining(config: EmbedConfig, listing: ImageList, embedder: Any, spo
                 indices, bad = [], []
                 parts = {k: [] for k in parts}
     return computed
-
-
-def embed_config_dict(config: EmbedConfig) -> dict[str, Any]:
-    """JSON-ready options (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}

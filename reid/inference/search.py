@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
