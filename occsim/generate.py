@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import logging
 import math
 import os
@@ -426,19 +427,48 @@ def _start_workers_deaf_to_sigint(n_workers: int) -> None:
 
     Ctrl-C reaches every process of the terminal's foreground group: workers that heard it would
     each print a KeyboardInterrupt traceback (often while still importing). An ignored signal
-    stays ignored through fork and exec (Python keeps an inherited SIG_IGN), so the workers are
-    started while this process ignores SIGINT; it alone then stops the run and kills them. The
-    same workers serve every later :func:`_parallel` call (loky reuses them). A Ctrl-C during
-    these few hundred milliseconds is lost (press it again).
+    stays ignored through fork and exec (Python keeps an inherited SIG_IGN), so this process
+    ignores SIGINT while the workers are forked, from a helper thread, and takes it back as soon
+    as they exist (a few milliseconds; on Linux, seen in /proc); it alone then stops the run and
+    kills them. The same workers serve every later :func:`_parallel` call (loky reuses them).
     """
     if n_workers <= 1 or threading.current_thread() is not threading.main_thread():
         return
+    before = _loky_children()
+    done, failures = threading.Event(), []
+
+    def start() -> None:
+        try:
+            with _parallel(n_workers, (delayed(os.getpid)() for _ in range(n_workers))) as results:
+                list(results)
+        except BaseException as exc:  # re-raised below, in the main thread
+            failures.append(exc)
+        finally:
+            done.set()
+
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with _parallel(n_workers, (delayed(os.getpid)() for _ in range(n_workers))) as results:
-            list(results)
+        threading.Thread(target=start, name="occsim-start-workers", daemon=True).start()
+        while not done.wait(0.002) and len(_loky_children() - before) < n_workers:
+            pass
     finally:
         signal.signal(signal.SIGINT, previous)
+    done.wait()  # interruptible: Ctrl-C from here on stops the run
+    if failures:
+        raise failures[0]
+
+
+def _loky_children() -> set[int]:
+    """Ids of this process's children that already run a loky worker (Linux; empty elsewhere,
+    and then the caller waits for the workers' first answers instead)."""
+    found = set()
+    for listing in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        with contextlib.suppress(OSError):
+            for pid in Path(listing).read_text().split():
+                with contextlib.suppress(OSError):
+                    if b"popen_loky_posix" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        found.add(int(pid))
+    return found
 
 
 def resolve_source(src: Path | None, workers: int = 1, echo: Callable[[str], None] = logger.info) -> Path:
