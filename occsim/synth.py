@@ -39,6 +39,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from occsim.errors import BadInputError
+from occsim.workers import cap_workers
 
 logger = logging.getLogger(__name__)
 
@@ -876,6 +877,7 @@ def synthesize_market(out_dir: Path, config: SynthConfig, workers: int = 1, forc
     out_dir = Path(out_dir)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise BadInputError(f"workers (--workers) = {workers!r}: must be a positive integer; pass e.g. 1 or 2")
+    workers = cap_workers(workers)  # more processes than usable CPUs only contend
     _check_out_dir(out_dir, force)
     plan = _make_plan(config)
     target = out_dir.resolve()

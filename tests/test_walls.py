@@ -390,3 +390,19 @@ def test_ctrl_c_during_generate_is_one_line_exit_130_and_leaves_nothing(tmp_path
                                    "complete)")
     assert list(out_dir.iterdir()) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_synth_workers_are_capped_too(two_cpus: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import occsim.synth as synth
+
+    asked = []
+
+    class Recording:
+        def __init__(self, n_jobs: int, **kwargs) -> None:
+            asked.append(n_jobs)
+            raise RuntimeError("recorded")
+
+    monkeypatch.setattr(synth, "Parallel", Recording)
+    with pytest.raises(RuntimeError, match="recorded"):
+        synth.synthesize_market(tmp_path / "s", synth.SynthConfig(n_ids=4, images_per_id=3), workers=1000)
+    assert asked == [2] and not (tmp_path / "s").exists()
