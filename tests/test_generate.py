@@ -297,7 +297,7 @@ def test_swallowed_interrupt_still_stops(market: Path, tmp_path: Path, monkeypat
         return original(self, split, start, images)
 
     monkeypatch.setattr(StoreWriter, "write_images", swallow)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="^signal 15$"):  # raised again by the main loop's check
         generate(_config(market, tmp_path / "o.h5", workers=1))
     assert list(tmp_path.glob("*.h5")) == [] and list(tmp_path.glob(".o.h5*")) == []
 
