@@ -92,8 +92,8 @@ class OccluderParams:
         if self.patch >= height and self.patch >= width:
             raise BadInputError(
                 f"--patch {self.patch}: the square covers the whole {height}x{width} stored image, so every occluded "
-                f"copy would be one flat colour; use a --patch below {max(height, width)} (at most {min(height, width)} "
-                f"keeps it square) or a larger --size")
+                f"copy would be one flat colour; use a --patch of at most {min(height, width) - (height == width)} "
+                f"or a larger --size")
         if self.patch > min(height, width):
             logger.warning("--patch %d is wider than the %dx%d stored image: the box is clipped to %dx%d",
                            self.patch, height, width, min(self.patch, height), min(self.patch, width))

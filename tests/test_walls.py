@@ -212,7 +212,8 @@ def test_generate_refuses_the_flat_occluder_before_any_work(tmp_path: Path) -> N
     result = CliRunner().invoke(main, ["generate", "--src", str(tmp_path / "missing"), "--out", str(tmp_path / "o.h5"),
                                        "--size", "10x10"], prog_name="occsim")
     assert result.exit_code == 2
-    assert _error_line(result).startswith("error: --patch 50: the square covers the whole 10x10 stored image")
+    assert _error_line(result) == ("error: --patch 50: the square covers the whole 10x10 stored image, so every occluded "
+                                   "copy would be one flat colour; use a --patch of at most 9 or a larger --size")
     assert list(tmp_path.iterdir()) == []
 
 
