@@ -9,7 +9,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,7 +17,7 @@ from cli.common import (
     setup_logging,
     split_commas,
 )
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.occluders import OccluderParams
 from occsim.schema import OCCLUDER_NAMES, SPLITS
 from occsim.sources import LAYOUT_NAMES

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import handle_bad_input, split_commas
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 
 def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:

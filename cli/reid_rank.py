@@ -49,7 +49,7 @@ def rank_command(
     """Query and its top-k gallery images after the protocol's removals (same identity and
     camera, junk): green border = match, red = miss. The ranking is the one the CMC sees."""
     from reid.engine.runs import find_latest_checkpoint
-    from occsim.atomic import check_output_folder
+    from common.atomic import check_output_folder
     from reid.rank import run_rank
 
     if checkpoint is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import handle_bad_input, parse_numbers
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 
 def parse_ids(value: str | None) -> list[int] | None:
@@ -59,7 +59,7 @@ def saliency_command(
     """Grad-CAM (Figure 2 of the paper): clean image, occluded copy, and each model's saliency on
     the occluded copy, with the occlusion box; prints the share of saliency inside the box."""
     from reid.engine.runs import find_latest_checkpoint
-    from occsim.atomic import check_output_folder
+    from common.atomic import check_output_folder
     from reid.saliency import format_box_mass_table, run_saliency
 
     paths = list(checkpoints)

@@ -52,7 +52,7 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
     Finished cells are reused when the study is run again.
     """
     from reid.engine.trainer import TrainConfig
-    from occsim.atomic import check_output_folder
+    from common.atomic import check_output_folder
     from reid.study import StudyConfig, run_study
 
     training = pop_training_kwargs(options)

@@ -18,7 +18,7 @@ import click
 
 from cli.common import handle_bad_input, setup_logging, split_commas
 from cli.train_options import pop_training_kwargs, shared_training_options
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 #: Exit status of a run stopped with Ctrl-C (128 + SIGINT, the shell convention).
 INTERRUPTED_EXIT = 130

@@ -54,14 +54,14 @@ import numpy as np
 from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
-from occsim.atomic import pid_alive
-from occsim.decoding import imdecode_jpeg_strict
-from occsim.errors import BadInputError
+from common.atomic import pid_alive
+from common.decoding import decode_image
+from common.errors import BadInputError
+from common.workers import cap_workers
 from occsim.occluders import OCCLUDERS, OccluderParams, fill_box, get_occluder
 from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
 from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
 from occsim.store import SplitManifest, StoreWriter, check_output_path
-from occsim.workers import cap_workers
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ DEFAULT_OUT = Path("data/occluded.h5")
 DEFAULT_MARKET = Path("data/Market-1501-v15.09.15")
 DEFAULT_SYNTHETIC = Path("data/synthetic-market")
 RNG_SCHEME = "numpy.random.default_rng([seed, split_index, clean_row, type_code])"
-
-_SOI = b"\xff\xd8"  # JPEG start-of-image marker
-_EOI = b"\xff\xd9"  # end-of-image; byte stuffing keeps it out of the compressed data
-_EOI_TAIL = 64  # bytes at the end searched for EOI: tolerates a little padding after it
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
 
 
 @dataclass(frozen=True)
@@ -230,50 +225,6 @@ class GenerateReport:
 # Work done in the worker processes (also callable in-process): pure functions of their args.
 
 
-def decode_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
-    """Read one image (JPEG, PNG, TIFF, BMP; grayscale made 3-channel) as RGB uint8 at the stored size.
-
-    Aspect: the crop is resized to exactly (H, W), stretched, neither cropped nor padded, as
-    re-ID pipelines do (torchreid's and fast-reid's ``Resize((h, w))``): a person crop fills
-    its box, so padding would add borders the model never sees in Market-style data, and
-    cropping would cut off head or feet. CUHK01's 160x60 becomes 128x64 (a little wider
-    than it was), Market's 128x64 is unchanged.
-
-    Returns:
-        (image of shape [H, W, 3], "") or (None, reason) for a file that cannot be used
-        (unreadable, zero bytes, truncated JPEG, a JPEG libjpeg decodes only with a
-        warning, not an image).
-    """
-    try:
-        with open(path, "rb", buffering=0) as fh:  # unbuffered: one read of the whole file
-            data = fh.read()
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror})"
-    if not data:
-        return None, "zero-byte file"
-    if data[:2] == _SOI and _EOI not in data[-_EOI_TAIL:]:
-        return None, "truncated JPEG (no end-of-image marker)"
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    # IMREAD_COLOR(_RGB) turns grayscale into 3 channels and drops an alpha channel (PNG,
-    # TIFF, BMP and JPEG alike; 16-bit TIFF/PNG are scaled to 8 bits).
-    flags = _IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR
-    if data[:2] == _SOI:
-        image, warning = imdecode_jpeg_strict(buffer, flags)
-        if image is not None and warning:
-            return None, f"damaged JPEG (libjpeg: {warning})"
-    else:
-        image = cv2.imdecode(buffer, flags)
-    if image is None:
-        return None, "not a decodable image"
-    if _IMREAD_RGB is None:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    height, width = int(image_size[0]), int(image_size[1])
-    if image.shape[:2] != (height, width):
-        shrinking = image.shape[0] >= height and image.shape[1] >= width
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return image, ""
-
-
 def _single_threaded_cv2(in_worker: bool) -> None:
     # Worker processes already use every core; cv2's own threads would only contend.
     if in_worker:
@@ -417,7 +368,7 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
 
 
 def resolve_workers(workers: int) -> int:
-    """``workers`` (at most the usable CPUs, see :func:`occsim.workers.cap_workers`), or every
+    """``workers`` (at most the usable CPUs, see :func:`common.workers.cap_workers`), or every
     usable core for 0."""
     return cap_workers(workers) if workers > 0 else max(1, cpu_count())
 

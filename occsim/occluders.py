@@ -32,7 +32,7 @@ from typing import Callable, Mapping
 import cv2
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.schema import OCCLUDER_NAMES
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import h5py
 import numpy as np
 
 from occsim import __version__
-from occsim.atomic import sweep_leftovers
-from occsim.errors import BadInputError
+from common.atomic import sweep_leftovers
+from common.errors import BadInputError
 from occsim.schema import (
     FORMAT,
     FORMAT_VERSION,

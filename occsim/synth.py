@@ -38,8 +38,8 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from occsim.errors import BadInputError
-from occsim.workers import cap_workers
+from common.errors import BadInputError
+from common.workers import cap_workers
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import SplitManifest, StoreWriter, open_h5, read_images, read_store, verify_pixels
 
 logger = logging.getLogger(__name__)

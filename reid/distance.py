@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from occsim.errors import BadInputError
+from common.device import resolve_device
+from common.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ __all__ = [
     "pairwise_distance",
     "combined_distance",
     "shortlist_aligned_distance",
-    "resolve_device",
 ]
 
 # Squared distances are clamped here before the square root: d sqrt(s)/ds = 1/(2 sqrt(s))
@@ -407,16 +407,6 @@ def visibility_weighted_aligned_distance(
 
 
 # ------------------------------------------------------------------------ matrices
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or "auto": CUDA when available, else CPU; otherwise the given device."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device: cuda was requested but no GPU is available; use cpu or auto")
-    return dev
 
 
 def pairwise_distance(

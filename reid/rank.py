@@ -23,12 +23,13 @@ import cv2
 import numpy as np
 from torch import nn
 
-from occsim.errors import BadInputError
+from common.device import resolve_device
+from common.errors import BadInputError
+from common.sheets import hstack_tiles, labelled, upscale, vstack_rows, write_png
 from occsim.store import open_h5, read_images, read_store
-from reid.distance import combined_distance, resolve_device
+from reid.distance import combined_distance
 from reid.engine.evaluator import DISTANCE_CHOICES, METRIC_CHOICES, expand_queries, gallery_rows
 from reid.engine.features import DEFAULT_INPUT_SIZE, extract_features
-from reid.saliency import hstack_tiles, labelled, upscale, vstack_rows, write_png
 
 logger = logging.getLogger(__name__)
 

@@ -54,8 +54,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from occsim.atomic import atomic_write_bytes, atomic_write_json
-from occsim.errors import BadInputError
+from common.atomic import atomic_write_json
+from common.errors import BadInputError
+from common.sheets import draw_box, hstack_tiles, labelled, upscale, vstack_rows, write_png
 from occsim.schema import OCC_TYPE_NAMES, OCCLUDER_NAMES
 from occsim.store import SplitManifest, open_h5, read_images, read_store
 from reid.data.transforms import EvalTransform, normalize_batch
@@ -68,11 +69,6 @@ TARGETS: tuple[str, ...] = ("similarity", "obc")
 CONTACT_SHEET = "saliency_sheet.png"
 BOX_MASS_JSON = "box_mass.json"
 
-# Drawing constants (BGR, as cv2 writes them).
-_BOX_COLOUR = (255, 255, 255)
-_TEXT_COLOUR = (0, 0, 0)
-_BACKGROUND = (255, 255, 255)
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
 _HEAT_WEIGHT = 0.5  # share of the jet colour in the overlay; the rest is the image
 
 
@@ -550,61 +546,6 @@ def write_box_mass_json(summary: dict[str, Any], path: str | Path) -> Path:
 # -------------------------------------------------------------------------------- figures
 
 
-def write_png(path: str | Path, image_bgr: np.ndarray) -> Path:
-    """Encode a uint8 BGR image as PNG and write it atomically."""
-    path = Path(path)
-    ok, buf = cv2.imencode(".png", image_bgr)
-    if not ok:
-        raise RuntimeError(f"PNG encoding failed for {path}")
-    atomic_write_bytes(path, buf.tobytes(), "figure")
-    return path
-
-
-def upscale(image: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscaling by an integer factor (pixels stay crisp)."""
-    if scale == 1:
-        return image
-    return cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
-
-
-def labelled(tile: np.ndarray, lines: Sequence[str], line_height: int = 18) -> np.ndarray:
-    """``tile`` (uint8 BGR) with a white strip above it holding ``lines`` of text, each shrunk
-    to fit the tile's width."""
-    width = tile.shape[1]
-    strip = np.full((line_height * len(lines) + 4, width, 3), _BACKGROUND, dtype=np.uint8)
-    for i, text in enumerate(lines):
-        scale = 0.45
-        (tw, _), _ = cv2.getTextSize(text, _FONT, scale, 1)
-        if tw > width - 4:
-            scale = max(0.25, scale * (width - 4) / tw)
-        cv2.putText(strip, text, (2, line_height * (i + 1) - 4), _FONT, scale, _TEXT_COLOUR, 1, cv2.LINE_AA)
-    return np.vstack([strip, tile])
-
-
-def hstack_tiles(tiles: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
-    """Tiles side by side on white, ``gap`` px apart, top-aligned (heights may differ)."""
-    height = max(t.shape[0] for t in tiles)
-    width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
-    out = np.full((height, width, 3), _BACKGROUND, dtype=np.uint8)
-    x = 0
-    for t in tiles:
-        out[: t.shape[0], x : x + t.shape[1]] = t
-        x += t.shape[1] + gap
-    return out
-
-
-def vstack_rows(rows: Sequence[np.ndarray], gap: int = 8) -> np.ndarray:
-    """Images one below the other on white, ``gap`` px apart, left-aligned."""
-    width = max(r.shape[1] for r in rows)
-    height = sum(r.shape[0] for r in rows) + gap * (len(rows) - 1)
-    out = np.full((height, width, 3), _BACKGROUND, dtype=np.uint8)
-    y = 0
-    for r in rows:
-        out[y : y + r.shape[0], : r.shape[1]] = r
-        y += r.shape[0] + gap
-    return out
-
-
 def overlay_cam(image_rgb: np.ndarray, cam: np.ndarray, scale: int = 3) -> np.ndarray:
     """Jet-coloured map blended with the image, upscaled: uint8 BGR [H*scale, W*scale, 3].
 
@@ -616,15 +557,6 @@ def overlay_cam(image_rgb: np.ndarray, cam: np.ndarray, scale: int = 3) -> np.nd
     big = cv2.resize(cam.astype(np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     heat = cv2.applyColorMap(np.clip(big * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(heat, _HEAT_WEIGHT, image, 1.0 - _HEAT_WEIGHT, 0.0)
-
-
-def draw_box(tile: np.ndarray, box: Sequence[int], scale: int) -> np.ndarray:
-    """A copy of ``tile`` with the stored-pixel box (x, y, w, h) outlined (scaled by ``scale``)."""
-    out = tile.copy()
-    x, y, w, h = (int(v) for v in box)
-    thickness = max(1, scale // 2 + 1)
-    cv2.rectangle(out, (x * scale, y * scale), ((x + w) * scale - 1, (y + h) * scale - 1), _BOX_COLOUR, thickness)
-    return out
 
 
 def identity_figure(result: SaliencyResult, index: int, scale: int = 3) -> np.ndarray:
@@ -731,7 +663,7 @@ def run_saliency(
             occluded query image of that type, or a --name count that does not match.
     """
     # Imported here: the checkpoint and feature modules are only needed end to end.
-    from reid.distance import resolve_device
+    from common.device import resolve_device
     from reid.models.inference import load_inference_model
 
     data = Path(data)

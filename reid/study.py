@@ -37,8 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from occsim.atomic import atomic_write_bytes, atomic_write_json
-from occsim.errors import BadInputError
+from common.atomic import atomic_write_bytes, atomic_write_json
+from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
 from reid.engine.runs import LAST_CHECKPOINT
@@ -592,7 +592,7 @@ def run_study(config: StudyConfig) -> StudyReport:
                                                            "fingerprint": st.fingerprint}
                                                     for role, (path, st) in others.items()},
                                       "cells": results})
-    report_md.write_text("\n".join(sections))
+    atomic_write_bytes(report_md, "\n".join(sections).encode(), "study report")
     return StudyReport(out=config.out, report_md=report_md, results_json=results_json, tables=table,
                        figures=figures, trained=trained, reused=reused)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from occsim.atomic import atomic_write_bytes, atomic_write_json
-from occsim.errors import BadInputError
+from common.atomic import atomic_write_bytes, atomic_write_json
+from common.errors import BadInputError
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import StoreWriter, open_h5, read_images, read_store
 from reid.data import (
     AugmentParams,

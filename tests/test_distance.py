@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.distance import (
     aligned_local_distance,
     combined_distance,

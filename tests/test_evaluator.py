@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.schema import OCC_TYPE_NAMES
 from occsim.store import SplitManifest, StoreWriter, read_store
 from reid.engine.evaluator import EvalConfig, evaluate_model, expand_queries, run_eval

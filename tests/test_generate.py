@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import occsim.generate as gen
-from occsim.errors import BadInputError
-from occsim.generate import GenerateConfig, decode_image, generate, resolve_source
+from common.errors import BadInputError
+from common.decoding import decode_image
+from occsim.generate import GenerateConfig, generate, resolve_source
 from occsim.occluders import OCCLUDERS, OccluderParams
 from occsim.schema import SPLITS, OccType
 from occsim.store import StoreWriter, open_h5, read_images, read_store

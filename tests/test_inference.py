@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from cli.reid_embed import embed_command
 from cli.reid_export import export_command
 from cli.reid_search import search_command
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import open_h5, read_images, read_store
 from reid.distance import aligned_local_distance, pairwise_distance
 from reid.inference.embed import EmbedConfig, run_embed, spool_dir
@@ -191,7 +191,8 @@ def test_resume_after_kill_gives_the_uninterrupted_rows(checkpoint: Path, crops:
     options = dict(batch_size=2, chunk_rows=4, skip_bad=True)
     run_embed(_config(checkpoint, crops, tmp_path / "whole.h5", **options))
     out = tmp_path / "killed.h5"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # The killed run must use this process's thread count: float sums differ between 1 and 2 threads.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", _KILLER, str(checkpoint), str(crops), str(out)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.losses import (
     LossConfig,
     compute_losses,

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.metrics import EvalResult, evaluate
 
 # One gallery for the hand-made cases (row: pid, camera).

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import hub, nn
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.models import (
     AlignedReID,
     ModelConfig,

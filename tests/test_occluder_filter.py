@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.schema import occ_type_code
 from reid.data.hdf5_dataset import build_train_dataset
 from tests.conftest import write_tiny_store

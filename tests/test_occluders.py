@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.occluders import (
     OCCLUDERS,
     OccluderParams,

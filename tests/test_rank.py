@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cli.reid_rank import rank_command
 from reid.metrics.protocol import evaluate
 from reid.rank import MATCH_COLOUR, MISS_COLOUR, QUERY_COLOUR, protocol_topk, rank_figure
-from reid.saliency import write_png
+from common.sheets import write_png
 
 # ----------------------------------------------------------------------------- protocol_topk
 

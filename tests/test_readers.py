@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources import read_source
 from occsim.sources.cuhk01 import cuhk01_split, parse_cuhk01_name
 

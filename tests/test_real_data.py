@@ -13,8 +13,9 @@ from click.testing import CliRunner, Result
 
 from cli.occsim_cli import main as occsim_main
 from cli.reid_eval import eval_command
-from occsim.errors import BadInputError
-from occsim.generate import GenerateConfig, decode_image, generate
+from common.errors import BadInputError
+from common.decoding import decode_image
+from occsim.generate import GenerateConfig, generate
 from occsim.info import describe
 from occsim.occluders import OccluderParams
 from occsim.schema import NO_BOX, OccType

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import read_store
 from reid.data.hdf5_dataset import OcclusionAugmentSet, build_train_loader
 from reid.data.sampler import SampleKey
@@ -162,3 +162,29 @@ def test_learning_curve_counts_two_core_minutes_of_cpu_time(tmp_path: Path) -> N
     assert learning_curve(records, metric="R1") == ([3.0], [20.0])
     png = plot_learning_curves({"run": records}, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reid_curves_draws_runs_and_refuses_runs_without_validation(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.reid_curves import curves_command
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"epoch": 1, "cpu_seconds": 120.0, "val": {"queries": {"clean": {"mAP": 0.1}}}}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    out = tmp_path / "curve.png"
+    result = CliRunner().invoke(curves_command, [str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    unvalidated = tmp_path / "plain"
+    unvalidated.mkdir()
+    (unvalidated / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "cpu_seconds": 1.0}) + "\n")
+    result = CliRunner().invoke(curves_command, [str(unvalidated), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 2
+    assert "no validated epoch; train with --eval-every N" in result.output
+    assert not (tmp_path / "x.png").exists()
+    result = CliRunner().invoke(curves_command, [str(run), "--label", "a", "--label", "b"])
+    assert result.exit_code == 2 and "--label: give one per run (1), got 2" in result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.metrics import re_rank
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from cli.reid_saliency import saliency_command
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import read_store
 from reid.models.aligned import ModelConfig, build_model
 from reid.saliency import (

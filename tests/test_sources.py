@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources import DUKE, MARKET, parse_name, read_source, summarize_source, train_labels
 
 # A tiny Market-like tree: (folder, file name); pixel content does not matter here.

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.reid_study import study_command
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import read_store
 from reid.engine.trainer import TrainConfig
 from reid.study import (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from occsim import synth
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.synth import GALLERY_DIR, QUERY_DIR, TRAIN_DIR, SynthConfig, synthesize_market
 
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s([1-6])_(\d{6})_(\d{2})\.jpg$")

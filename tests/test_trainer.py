@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.data.hdf5_dataset import build_train_loader
 from reid.data.transforms import TransformConfig
 from reid.engine import trainer as T

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import open_h5, read_images, read_store
 from occsim.validation import carve_validation
 

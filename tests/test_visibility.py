@@ -243,7 +243,7 @@ def test_weighted_distance_properties() -> None:
                              q_visibility=vx, g_visibility=vy)
     glob = combined_distance(x.flatten(1), y.flatten(1), mode="global", device="cpu")
     np.testing.assert_allclose(both, glob + d.numpy(), rtol=1e-5)
-    from occsim.errors import BadInputError
+    from common.errors import BadInputError
 
     with pytest.raises(BadInputError, match="one probability per stripe"):
         visibility_weighted_aligned_distance(x, y, vx[:, :2], vy)

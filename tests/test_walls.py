@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.schema import SPLITS
 from occsim.store import read_images, read_store, verify_pixels
 
@@ -235,10 +235,10 @@ def test_a_clipped_square_warns(caplog: pytest.LogCaptureFixture) -> None:
 def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    import occsim.workers
+    import common.workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(occsim.workers, "_warned", set())
+    monkeypatch.setattr(common.workers, "_warned", set())
 
 
 def test_worker_counts_are_capped_at_the_usable_cpus_with_one_warning(
@@ -246,7 +246,7 @@ def test_worker_counts_are_capped_at_the_usable_cpus_with_one_warning(
     import logging
 
     from occsim.generate import resolve_workers
-    from occsim.workers import cap_workers
+    from common.workers import cap_workers
     from reid.data import build_eval_loader, build_train_loader
 
     with caplog.at_level(logging.WARNING):
@@ -286,7 +286,7 @@ def test_the_next_store_writer_sweeps_partial_files_of_dead_runs(tmp_path: Path)
 def test_atomic_writes_sweep_temporaries_of_dead_writers(tmp_path: Path) -> None:
     import os
 
-    from occsim.atomic import atomic_write_bytes
+    from common.atomic import atomic_write_bytes
     from reid.models.aligned import ModelConfig, build_model
     from reid.models.checkpoint import save_checkpoint
 
@@ -308,7 +308,7 @@ def test_atomic_writes_sweep_temporaries_of_dead_writers(tmp_path: Path) -> None
 
 
 def test_an_atomic_write_onto_a_folder_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
-    from occsim.atomic import atomic_write_bytes
+    from common.atomic import atomic_write_bytes
 
     (tmp_path / "r_cmc.png").mkdir()
     with pytest.raises(BadInputError, match=r"r_cmc.png: is a folder, so the CMC plot cannot be written there"):

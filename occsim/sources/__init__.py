@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources.base import (
     DISTRACTOR_PID,
     IMAGE_SUFFIXES,

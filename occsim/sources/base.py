@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 SPLITS: tuple[str, ...] = ("train", "query", "gallery")
-# What OpenCV's imdecode reads in every build we ship (see occsim.generate.decode_image).
+# What OpenCV's imdecode reads in every build we ship (see common.decoding.decode_image).
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 JUNK_PID = -1
 DISTRACTOR_PID = 0

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources.base import ImageRecord, Source, check_folder, list_images
 
 CAMPUS = "campus"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources.base import DISTRACTOR_PID, JUNK_PID, SPLITS, ImageRecord, Source
 
 MANIFEST_NAME = "manifest.csv"

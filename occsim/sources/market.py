@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources.base import (
     DISTRACTOR_PID,
     JUNK_PID,

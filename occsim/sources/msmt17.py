@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources.base import ImageRecord, Source, check_folder
 
 LIST_FILES: dict[str, str] = {"train": "list_train.txt", "query": "list_query.txt", "gallery": "list_gallery.txt"}

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.sources.base import ImageRecord, Source, check_folder, is_image_name, list_folder, list_images
 
 WHOLE = "whole_body_images"

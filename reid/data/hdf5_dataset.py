@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from occsim.store import SplitManifest, open_h5, pixel_read_error, read_store
-from occsim.workers import cap_workers
+from common.workers import cap_workers
 from reid.data.sampler import KeyedBatchSampler, PKSampler, SampleKey
 from reid.data.transforms import (
     IMAGENET_MEAN,

@@ -31,7 +31,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch.utils.data
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 

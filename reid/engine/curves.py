@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from occsim.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes
 
 LOSS_KEYS: tuple[str, ...] = ("total", "triplet_global", "triplet_local", "id", "obc")
 RATE_KEYS: tuple[str, ...] = ("obc_acc", "violation_fraction")
@@ -179,3 +179,21 @@ def plot_learning_curves(runs: dict[str, Sequence[dict[str, Any]]], out_path: st
     fig.savefig(buffer, dpi=110, format="png")
     atomic_write_bytes(Path(out_path), buffer.getvalue(), "learning curve")
     return Path(out_path)
+
+
+def load_run_records(run: str | Path) -> list[dict[str, Any]]:
+    """The metrics.jsonl records of a run folder (or of a metrics.jsonl path).
+
+    Raises:
+        BadInputError: no metrics.jsonl, or one without any validated epoch.
+    """
+    from common.errors import BadInputError
+
+    run = Path(run)
+    path = run if run.suffix == ".jsonl" else run / "metrics.jsonl"
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such file; give a run folder written by `reid train`")
+    records = read_metrics(path)
+    if not any(isinstance(r.get("val"), dict) for r in records):
+        raise BadInputError(f"{path}: no validated epoch; train with --eval-every N to draw a learning curve")
+    return records

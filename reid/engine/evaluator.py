@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from occsim.errors import BadInputError
+from common.device import resolve_device
+from common.errors import BadInputError
 from occsim.schema import OCCLUSION_KINDS
 from occsim.store import StoreInfo, read_store
-from reid.distance import combined_distance, resolve_device, shortlist_aligned_distance
+from reid.distance import combined_distance, shortlist_aligned_distance
 from reid.engine.features import DEFAULT_INPUT_SIZE, Features, extract_features
 from reid.metrics.protocol import evaluate
 

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from occsim.atomic import atomic_write_bytes, check_output_file
-from occsim.errors import BadInputError
+from common.atomic import atomic_write_bytes, check_output_file
+from common.errors import BadInputError
 
 if TYPE_CHECKING:  # evaluator imports torch; presenting a report does not need it
     from reid.engine.evaluator import EvalReport
@@ -106,7 +106,7 @@ def output_paths(json_path: str | os.PathLike) -> tuple[Path, Path]:
 
 def check_outputs(json_path: str | os.PathLike) -> tuple[Path, Path]:
     """Refuse, before any work, outputs that could not be written (a folder of either name, a
-    folder that cannot be written); see :func:`occsim.atomic.check_output_file`."""
+    folder that cannot be written); see :func:`common.atomic.check_output_file`."""
     json_out, png_out = output_paths(json_path)
     return check_output_file(json_out, "results"), check_output_file(png_out, "CMC plot")
 

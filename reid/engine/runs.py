@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 DEFAULT_RUNS_DIR = Path("runs")
 CONFIG_FILE = "config.json"

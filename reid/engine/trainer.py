@@ -71,8 +71,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from occsim.atomic import atomic_write_bytes, atomic_write_json
-from occsim.errors import BadInputError
+from common.atomic import atomic_write_bytes, atomic_write_json
+from common.device import resolve_device
+from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from reid import __version__
 from reid.data.hdf5_dataset import TRAIN_ON, build_train_loader
@@ -88,7 +89,6 @@ from reid.engine.runs import (
     LAST_CHECKPOINT,
     METRICS_FILE,
 )
-from reid.distance import resolve_device
 from reid.losses import LossBreakdown, LossConfig, compute_losses
 from reid.losses.visibility import visibility_targets
 from reid.models.aligned import ARCH_DIMS, ModelConfig, build_model

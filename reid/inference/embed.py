@@ -31,8 +31,8 @@ import torch
 import torch.utils.data
 from tqdm import tqdm
 
-from occsim.atomic import atomic_write_bytes, atomic_write_json
-from occsim.errors import BadInputError
+from common.atomic import atomic_write_bytes, atomic_write_json
+from common.errors import BadInputError
 from reid.inference.features_file import FeatureBlock, write_features
 from reid.inference.images import SPLITS, ImageList, decode_file, list_images
 

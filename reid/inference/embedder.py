@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.data.transforms import normalize_batch
 from reid.inference.images import decode_file, fit_to_input
 from reid.models.inference import InferenceSpec, load_inference_model
@@ -83,7 +83,7 @@ class Embedder:
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "auto", batch_size: int = 64,
                  flip: bool = False) -> None:
-        from reid.distance import resolve_device
+        from common.device import resolve_device
 
         if batch_size < 1:
             raise BadInputError(f"--batch-size {batch_size}: must be at least 1")

@@ -14,10 +14,9 @@ the ``onnxscript`` package, and this one needs nothing beyond ``onnx`` and ``onn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from occsim.errors import BadInputError
+from common.atomic import atomic_path
+from common.errors import BadInputError
 from reid.models.inference import InferenceSpec, file_fingerprint, load_inference_model
 
 logger = logging.getLogger(__name__)
@@ -158,14 +158,11 @@ def run_export(config: ExportConfig) -> ExportReport:
     model, spec = load_inference_model(config.checkpoint, device="cpu")
     head = ExportHead(model, spec.input_size).eval()
     metadata = export_metadata(spec, file_fingerprint(config.checkpoint))
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise BadInputError(f"{out}: cannot write there ({exc.strerror or exc}); choose another --out") from exc
-    tmp = Path(tmp_name)
-    try:
+    with contextlib.ExitStack() as writing:  # renamed onto ``out`` only when parity holds
+        try:
+            tmp = writing.enter_context(atomic_path(out))
+        except OSError as exc:
+            raise BadInputError(f"{out}: cannot write there ({exc.strerror or exc}); choose another --out") from exc
         if config.format == "onnx":
             _write_onnx(head, spec, metadata, tmp, config.opset)
             exported = _onnx_runner(tmp)
@@ -179,9 +176,6 @@ def run_export(config: ExportConfig) -> ExportReport:
                 f"{out}: the exported model's '{worst}' output differs from PyTorch by {diffs[worst]:.3g} "
                 f"(more than {config.tolerance:g}); the file was not kept, try another --opset or --format"
             )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("parity with PyTorch on a batch of %d: max |diff| %s", PARITY_BATCH,
                 ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     return ExportReport(out=out, format=config.format, max_abs_diff=diffs, metadata=metadata)

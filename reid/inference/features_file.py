@@ -21,8 +21,7 @@ Datasets are contiguous and written without timestamps: the same input gives the
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,7 +29,8 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.atomic import atomic_path
+from common.errors import BadInputError
 
 FEATURES_FORMAT = "occluded-reid-features"
 FEATURES_VERSION = 1
@@ -66,13 +66,11 @@ def write_features(path: str | Path, attrs: dict[str, Any], blocks: Iterable[Fea
     first = next(blocks, None)
     if first is None or num_rows < 1:
         raise BadInputError(f"{path}: no image could be embedded; nothing written")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot write the features there ({exc.strerror or exc}); choose another --out") from exc
-    try:
+    with contextlib.ExitStack() as writing:
+        try:
+            tmp = writing.enter_context(atomic_path(path))
+        except OSError as exc:
+            raise BadInputError(f"{path}: cannot write the features there ({exc.strerror or exc}); choose another --out") from exc
         with h5py.File(tmp, "w") as h5:
             for key, value in attrs.items():
                 h5.attrs[key] = value
@@ -106,10 +104,6 @@ def write_features(path: str | Path, attrs: dict[str, Any], blocks: Iterable[Fea
                 raise RuntimeError(f"features: {start} rows written, {num_rows} expected")
             h5.create_dataset("skipped_path", data=np.array([p for p, _ in skipped], dtype=object), dtype=_STR, track_times=False)
             h5.create_dataset("skipped_reason", data=np.array([r for _, r in skipped], dtype=object), dtype=_STR, track_times=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

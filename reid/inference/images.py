@@ -18,7 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def fit_to_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An image array -> uint8 RGB [H, W, 3] at ``size`` = (H, W).
 
     Grayscale [h, w] or [h, w, 1] is repeated to three channels and an alpha channel dropped.
-    Resizing follows :func:`occsim.generate.decode_image` (area averaging when shrinking,
+    Resizing follows :func:`common.decoding.decode_image` (area averaging when shrinking,
     bilinear when enlarging), so arrays and files give the same pixels.
 
     Raises:
@@ -182,9 +182,9 @@ def fit_to_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def decode_file(path: str, size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
     """(uint8 RGB [H, W, 3] at ``size``, "") or (None, reason) for an unusable file.
 
-    The decoder of ``occsim generate`` (:func:`occsim.generate.decode_image`), so a crop and
+    The decoder of ``occsim generate`` (:func:`common.decoding.decode_image`), so a crop and
     the same crop inside a generated file are judged by the same rules.
     """
-    from occsim.generate import decode_image
+    from common.decoding import decode_image
 
     return decode_image(path, size)

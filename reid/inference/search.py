@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from occsim.atomic import atomic_write_json
-from occsim.errors import BadInputError
-from reid.distance import _smallest_k, aligned_local_distance, pairwise_distance, resolve_device
+from common.atomic import atomic_write_json
+from common.device import resolve_device
+from common.errors import BadInputError
+from reid.distance import _smallest_k, aligned_local_distance, pairwise_distance
 from reid.inference.features_file import FeaturesFile
 from reid.inference.images import H5_SUFFIXES, list_images
 
@@ -356,7 +357,7 @@ def run_search(config: SearchConfig) -> SearchReport:
         BadInputError: bad options, files or images (see :func:`load_queries`), an output
             folder that cannot be written (checked before any computation).
     """
-    from reid.saliency import vstack_rows, write_png
+    from common.sheets import vstack_rows, write_png
 
     if config.distance not in DISTANCES:
         raise BadInputError(f"--distance {config.distance!r}: use {' or '.join(DISTANCES)}")

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 from reid.losses.obc import obc_loss
 from reid.losses.triplet import global_trihard, local_trihard
 from reid.losses.visibility import visibility_loss

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 

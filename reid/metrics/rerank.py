@@ -33,7 +33,7 @@ import logging
 
 import numpy as np
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 

@@ -62,8 +62,8 @@ import torch
 import torchvision
 from torch import hub, nn
 
-from occsim.atomic import temporary_beside
-from occsim.errors import BadInputError
+from common.atomic import atomic_open
+from common.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 
@@ -294,19 +294,13 @@ def _download(url: str, dest: Path, hash_prefix: str | None) -> None:
     Raises:
         OSError (URLError, timeouts), ValueError: the sha256 does not start with ``hash_prefix``.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temporary_beside(dest)
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
+    with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        while block := response.read(1 << 20):
+            digest.update(block)
+            out.write(block)
         if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
             raise ValueError(f"the download's sha256 does not start with {hash_prefix}")
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _imagenet_state(arch: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:

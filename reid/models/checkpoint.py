@@ -15,7 +15,6 @@ without unpickling arbitrary objects::
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from occsim.atomic import temporary_beside
-from occsim.errors import BadInputError
+from common.atomic import atomic_open
+from common.errors import BadInputError
 from reid import __version__
 from reid.models.aligned import AlignedReID, ModelConfig
 
@@ -124,18 +123,10 @@ def save_checkpoint(
         "rng_state": rng_state,
     }
     _check_plain(payload, "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = temporary_beside(path)  # also removes those of killed runs
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a half-written temporary file behind.
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # Also on KeyboardInterrupt no half-written temporary file is left behind; those of killed
+    # runs are swept.
+    with atomic_open(path, "wb", fsync=True) as handle:
+        torch.save(payload, handle)
     return path
 
 

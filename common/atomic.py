@@ -1,4 +1,12 @@
-"""Write a file so that readers see the old content or the whole new content, never a part."""
+"""Write a file so that readers see the old content or the whole new content, never a part.
+
+One family for every file the packages write: :func:`atomic_path` (a temporary name beside
+the destination, renamed onto it when the block ends without error, removed otherwise) is the
+mechanism; :func:`atomic_open` adds an open handle (and ``fsync`` for checkpoints);
+:func:`atomic_write_bytes` / :func:`atomic_write_json` add the checks and the one-line error a
+user can act on. Temporaries carry their writer's process id, so the next run sweeps those of
+killed runs (:func:`sweep_leftovers`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +17,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
-from occsim.errors import BadInputError
+from common.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 
@@ -102,29 +110,51 @@ def check_output_folder(folder: str | os.PathLike, what: str = "outputs", option
     return folder
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "file") -> Path:
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (:func:`temporary_beside`, the file exists and is
+    empty) for the caller to write; it is renamed onto ``path`` when the block ends without an
+    exception and removed otherwise (KeyboardInterrupt included). The folder is created.
+
+    Raises:
+        OSError: the folder or the temporary file cannot be made, or the rename fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = temporary_beside(path)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after the rename
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", fsync: bool = False) -> Iterator[IO[Any]]:
+    """:func:`atomic_path` with the temporary file open in ``mode``; ``fsync`` flushes it to the
+    disk before the rename (checkpoints: a crash right after must not leave an empty file)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
+        if fsync:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, what: str = "file", option: str = "--out") -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
     Raises:
         BadInputError: ``path`` is a folder, or its folder cannot be created or written (names
-            ``what`` and the path); nothing is left behind then.
+            ``what``, the path and the ``option`` to change); nothing is left behind then.
     """
-    path = check_output_file(path, what)
+    path = check_output_file(path, what, option)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temporary_beside(path)
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); choose another --out") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_open(path) as handle:
             handle.write(data)
-        os.replace(tmp, path)
     except OSError as exc:  # a folder that appeared meanwhile, a full disk
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); choose another --out") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); choose another {option}") from exc
     return path
 
 

@@ -21,7 +21,7 @@ def _worker_message(text: str) -> str:
 
     The DataLoader re-raises ``BadInputError(text)`` with ``text`` = "Caught BadInputError in
     DataLoader worker process 0. Original Traceback ...", the worker's traceback ending with
-    the "occsim.errors.BadInputError: <message>" line; keep that one line.
+    the "common.errors.BadInputError: <message>" line; keep that one line.
     """
     caught = re.match(r"Caught (\w+) in DataLoader worker", text)
     if not caught or "Original Traceback" not in text:
