@@ -14,7 +14,7 @@ How the work is split:
    images; the one writer (this process) streams the blocks into the HDF5 file as they come
    back, in order, through :class:`occsim.store.StoreWriter`, which renames the file into
    place only when it is complete. The pixels travel through a ring of slot files in
-   /dev/shm rather than loky's pipe (see :class:`_Spool`; the pipe costs more CPU than the
+   /dev/shm rather than loky's pipe (see :mod:`occsim.spool`; the pipe costs more CPU than the
    decoding), and the ring bounds how many chunks wait for the writer.
 
 Interruptions: SIGINT and SIGTERM become KeyboardInterrupt while a run is going; the
@@ -38,10 +38,8 @@ import glob
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -54,13 +52,13 @@ import numpy as np
 from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
-from common.atomic import pid_alive
 from common.decoding import decode_image
 from common.errors import BadInputError
 from common.workers import cap_workers
 from occsim.occluders import OCCLUDERS, OccluderParams, fill_box, get_occluder
 from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
 from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
+from occsim.spool import Slot, SlotFull, open_spool, wait_for_slot
 from occsim.store import SplitManifest, StoreWriter, check_output_path
 
 logger = logging.getLogger(__name__)
@@ -254,49 +252,6 @@ def _plan_boxes(seed: int, split_index: int, start: int, n: int, types: tuple[st
     return boxes
 
 
-@dataclass(frozen=True)
-class _Slot:
-    """Where a worker leaves a chunk's pixels for the writer (see :class:`_Spool`).
-
-    Attributes:
-        path: the slot's file, reused by every ``n_slots``-th chunk, so its pages stay
-            allocated (writing into fresh tmpfs pages costs three times as much).
-        counter: file holding the number of chunks the writer has consumed (int64).
-        wait_for: the chunk may be written once the writer has consumed this many chunks,
-            i.e. when the previous user of the slot is done with it.
-        writer_pid: the writer's process, the workers' parent.
-    """
-
-    path: str
-    counter: str
-    wait_for: int
-    writer_pid: int
-
-
-SLOT_WAIT_S = 600.0  # a writer that consumes nothing for this long is gone
-
-
-def _wait_for_slot(slot: _Slot) -> None:
-    """Block until the writer is done with the slot's previous chunk.
-
-    Raises RuntimeError if the writer process is gone (killed: this worker was orphaned) or
-    consumed nothing for :data:`SLOT_WAIT_S`, so that a worker never outlives its run.
-    """
-    if slot.wait_for <= 0:
-        return
-    deadline = time.monotonic() + SLOT_WAIT_S
-    fd = os.open(slot.counter, os.O_RDONLY)
-    try:
-        while int.from_bytes(os.pread(fd, 8, 0), "little") < slot.wait_for:
-            if os.getppid() != slot.writer_pid:  # loky workers are the writer's children
-                raise RuntimeError("the writer process is gone")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the writer consumed no chunk for {SLOT_WAIT_S:.0f} s")
-            time.sleep(0.001)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class _Chunk:
     """A worker's answer for ``n`` images and ``T`` occluder types: exactly one of
@@ -311,12 +266,8 @@ class _Chunk:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _SlotFull(Exception):
-    """The spool folder ran out of room: the chunk goes back through the pipe instead."""
-
-
 def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], types: tuple[str, ...],
-                   boxes: np.ndarray, in_worker: bool, slot: _Slot | None = None) -> _Chunk:
+                   boxes: np.ndarray, in_worker: bool, slot: Slot | None = None) -> _Chunk:
     """Decode, resize and occlude ``paths`` (``boxes`` shape [T, n, 4] from :func:`_plan_boxes`).
 
     With a ``slot`` the pixels are written to the slot's file, one row at a time, and only
@@ -332,14 +283,14 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
     block = None if slot else np.empty((copies, n, height, width, 3), dtype=np.uint8)
     fd = -1
     if slot is not None:
-        _wait_for_slot(slot)
+        wait_for_slot(slot)
         fd = os.open(slot.path, os.O_WRONLY | os.O_CREAT, 0o600)  # no O_TRUNC: keep the pages
 
     def put(copy: int, i: int, image: np.ndarray) -> None:
         if block is not None:
             block[copy, i] = image
         elif os.pwrite(fd, image, (copy * n + i) * row_bytes) != row_bytes:
-            raise _SlotFull
+            raise SlotFull
 
     box_lists = boxes.tolist()  # [T][n][4] Python ints: cheaper to index than the array
     try:
@@ -353,7 +304,7 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
                 if fill_colour not in colours:
                     colours[fill_colour] = fill_colour(image)
                 put(1 + t, i, fill_box(image, box_lists[t][i], colours[fill_colour], out=scratch))
-    except (_SlotFull, OSError) as exc:
+    except (SlotFull, OSError) as exc:
         if slot is None or (isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT)):
             raise
         return _process_chunk(root, paths, image_size, types, boxes, in_worker, slot=None)
@@ -495,10 +446,10 @@ def _parallel(n_workers: int, tasks: Iterable[Any]) -> Iterator[Iterator[Any]]:
     """Results of ``tasks`` in order, computed by ``n_workers`` loky processes (in-process for 1).
 
     Two tasks per worker are dispatched ahead, one at a time (what bounds the pixels in flight
-    is the slot ring, see :class:`_Spool`). Leaving the block early (an error, Ctrl-C) cancels
+    is the slot ring, see :class:`occsim.spool.Spool`). Leaving the block early (an error, Ctrl-C) cancels
     the remaining tasks and kills the busy workers.
     """
-    # batch_size=1: a task is already a chunk, and the slot ring (see _Spool) relies on each
+    # batch_size=1: a task is already a chunk, and the slot ring (see occsim.spool) relies on each
     # task being sent back on its own, in order -- an auto-sized batch holding chunk k and
     # k + n_slots would wait for itself.
     results = Parallel(n_jobs=n_workers, backend="loky", return_as="generator", pre_dispatch="2*n_jobs",
@@ -509,79 +460,6 @@ def _parallel(n_workers: int, tasks: Iterable[Any]) -> Iterator[Iterator[Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # joblib warns that the cancelled tasks were not used
             results.close()
-
-
-SPOOL_PREFIX = "occsim-spool-"
-SPOOL_BUDGET = 256 * 2**20  # bytes of slot files beyond one chunk per worker (+2)
-
-
-class _Spool:
-    """A ring of slot files through which the workers hand pixels to the writer.
-
-    Lives in a private folder of RAM-backed /dev/shm when it has room (else of the temporary
-    folder), removed on the way out; folders left by a killed run are removed the next time.
-    Chunk ``k`` goes to slot ``k % n_slots`` once the writer has consumed chunk
-    ``k - n_slots`` (:func:`_wait_for_slot`): joblib dispatches tasks without waiting for the
-    consumer, so this is what bounds the pixels in flight to ``n_slots`` chunks.
-    """
-
-    def __init__(self, folder: str, n_slots: int) -> None:
-        self.folder, self.n_slots = folder, n_slots
-        self.counter = os.path.join(self.folder, "consumed")
-        self._counter_fd = os.open(self.counter, os.O_RDWR | os.O_CREAT, 0o600)
-        self.consumed(0)
-
-    def slot(self, k: int) -> _Slot:
-        return _Slot(os.path.join(self.folder, f"slot{k % self.n_slots}.raw"), self.counter,
-                     k - self.n_slots + 1, os.getpid())
-
-    def read(self, k: int, shape: tuple[int, ...]) -> np.ndarray:
-        """Chunk ``k``'s block, mapped read-only from its slot file (valid until :meth:`consumed`)."""
-        return np.memmap(self.slot(k).path, dtype=np.uint8, mode="r", shape=shape)
-
-    def consumed(self, count: int) -> None:
-        """Tell the workers that the first ``count`` chunks are written (their slots are free)."""
-        os.pwrite(self._counter_fd, int(count).to_bytes(8, "little"), 0)
-
-    def close(self) -> None:
-        os.close(self._counter_fd)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _spool(n_workers: int, chunk_bytes: int) -> Iterator[_Spool | None]:
-    """A :class:`_Spool` for ``n_workers`` workers and chunks of ``chunk_bytes`` pixels, or
-    None (the pixels go through the pipe) in-process or when no folder has room."""
-    if n_workers <= 1:
-        yield None
-        return
-    n_slots = max(n_workers + 2, min(2 * n_workers + 2, SPOOL_BUDGET // max(1, chunk_bytes)))
-    folder = None
-    for base in ("/dev/shm", tempfile.gettempdir()):
-        with contextlib.suppress(OSError):
-            _remove_stale_spools(base)
-            free = os.statvfs(base)
-            if free.f_bavail * free.f_frsize > 2 * n_slots * chunk_bytes:  # keep room for others
-                folder = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=base)
-                break
-    if folder is None:
-        logger.debug("no room for a %d-slot spool: pixels go through the pipe", n_slots)
-        yield None
-        return
-    spool = _Spool(folder, n_slots)
-    try:
-        yield spool
-    finally:
-        spool.close()
-
-
-def _remove_stale_spools(base: str) -> None:
-    """Remove the spool folders of runs whose process is gone (killed with SIGKILL)."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(base):
-            pid = name[len(SPOOL_PREFIX):].split("-", 1)[0] if name.startswith(SPOOL_PREFIX) else ""
-            if pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -708,7 +586,7 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
 
         chunk_bytes = config.chunk_size * (1 + len(types)) * image_size[0] * image_size[1] * 3
         with StoreWriter(out, image_size=image_size, force=config.force) as writer, \
-                _spool(n_workers, chunk_bytes) as spool, \
+                open_spool(n_workers, chunk_bytes) as spool, \
                 tqdm(total=len(source), unit="img", desc="generate", disable=None if config.progress else True) as bar:
             for split in SPLITS:
                 writer.add_split(split, manifests[split])

@@ -21,6 +21,7 @@ from common.decoding import decode_image
 from occsim.generate import GenerateConfig, generate, resolve_source
 from occsim.occluders import OCCLUDERS, OccluderParams
 from occsim.schema import SPLITS, OccType
+from occsim.spool import SPOOL_PREFIX, Slot, wait_for_slot
 from occsim.store import StoreWriter, open_h5, read_images, read_store
 from tests.test_sources import MARKET_FILES, make_market_tree, write_jpeg
 
@@ -305,13 +306,13 @@ def test_swallowed_interrupt_still_stops(market: Path, tmp_path: Path, monkeypat
 
 def test_spool_is_removed_and_stale_ones_swept(market: Path, tmp_path: Path) -> None:
     base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
-    stale = base / f"{gen.SPOOL_PREFIX}999999999-test"  # no such process
+    stale = base / f"{SPOOL_PREFIX}999999999-test"  # no such process
     stale.mkdir(exist_ok=True)
     (stale / "slot0.raw").write_bytes(b"x")
-    mine = set(base.glob(f"{gen.SPOOL_PREFIX}{os.getpid()}-*"))
+    mine = set(base.glob(f"{SPOOL_PREFIX}{os.getpid()}-*"))
     generate(_config(market, tmp_path / "o.h5", workers=2, chunk_size=2))
     assert not stale.exists()
-    assert set(base.glob(f"{gen.SPOOL_PREFIX}{os.getpid()}-*")) == mine
+    assert set(base.glob(f"{SPOOL_PREFIX}{os.getpid()}-*")) == mine
 
 
 def test_full_spool_falls_back_to_the_pipe(market: Path, tmp_path: Path) -> None:
@@ -321,7 +322,7 @@ def test_full_spool_falls_back_to_the_pipe(market: Path, tmp_path: Path) -> None
     paths = [f"query/{n}" for f, n in MARKET_FILES if f == "query"]
     boxes = np.array([[[1, 2, 10, 10], [3, 4, 10, 10]]], dtype=np.int16)
     inline = gen._process_chunk(str(market), paths, SIZE, ("mean",), boxes, False)
-    slot = gen._Slot("/dev/full", str(counter), 0, os.getppid())
+    slot = Slot("/dev/full", str(counter), 0, os.getppid())
     fallback = gen._process_chunk(str(market), paths, SIZE, ("mean",), boxes, False, slot)
     assert not fallback.spooled and np.array_equal(fallback.block, inline.block)
     assert inline.block.shape == (2, 2, *SIZE, 3)
@@ -335,5 +336,5 @@ def test_orphaned_worker_stops_waiting(tmp_path: Path) -> None:
     counter.write_bytes((0).to_bytes(8, "little"))
     not_my_parent = os.getpid()  # a worker's parent is the writer; here it is not
     with pytest.raises(RuntimeError, match="writer process is gone"):
-        gen._wait_for_slot(gen._Slot(str(tmp_path / "slot0.raw"), str(counter), 1, not_my_parent))
-    gen._wait_for_slot(gen._Slot(str(tmp_path / "slot0.raw"), str(counter), 0, not_my_parent))  # free: no wait
+        wait_for_slot(Slot(str(tmp_path / "slot0.raw"), str(counter), 1, not_my_parent))
+    wait_for_slot(Slot(str(tmp_path / "slot0.raw"), str(counter), 0, not_my_parent))  # free: no wait
