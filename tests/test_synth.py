@@ -205,8 +205,8 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
             raise KeyboardInterrupt
         return real(config, specs, root)
 
-    real = synth._render_chunk
-    monkeypatch.setattr(synth, "_render_chunk", failing)
+    real = synth.write._render_chunk
+    monkeypatch.setattr(synth.write, "_render_chunk", failing)
     with pytest.raises(KeyboardInterrupt):
         synthesize_market(tmp_path / "out", SynthConfig(n_ids=12, images_per_id=6))
     assert list(tmp_path.iterdir()) == []

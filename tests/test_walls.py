@@ -403,7 +403,7 @@ def test_synth_workers_are_capped_too(two_cpus: None, tmp_path: Path, monkeypatc
             asked.append(n_jobs)
             raise RuntimeError("recorded")
 
-    monkeypatch.setattr(synth, "Parallel", Recording)
+    monkeypatch.setattr(synth.write, "Parallel", Recording)
     with pytest.raises(RuntimeError, match="recorded"):
         synth.synthesize_market(tmp_path / "s", synth.SynthConfig(n_ids=4, images_per_id=3), workers=1000)
     assert asked == [2] and not (tmp_path / "s").exists()
