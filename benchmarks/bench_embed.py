@@ -83,10 +83,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1, help="decoding processes of reid embed")
     ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--skip-embed", action="store_true", help="only the ONNX Runtime / PyTorch forward figures")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads of PyTorch and of ONNX Runtime (default: PyTorch's, i.e. OMP_NUM_THREADS)")
     args = ap.parse_args()
     if args.quick:
         args.arch, args.size, args.images, args.loop_images = "resnet18", "128x64", 64, 16
     size = tuple(int(v) for v in args.size.split("x"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from reid.inference.embed import EmbedConfig, run_embed
     from reid.models.aligned import ModelConfig, build_model
@@ -101,14 +106,15 @@ def main() -> None:
         model = build_model(config, pretrained=None).eval()
         checkpoint = save_checkpoint(tmp / "model.pt", model, config, "bench", extra={"input_size": list(size)})
 
-        loop_rate = plain_loop(model, paths[: args.loop_images], size)
-        start = time.perf_counter()
-        report = run_embed(EmbedConfig(checkpoint=checkpoint, src=tmp / "crops", out=tmp / "features.h5", device="cpu",
-                                       batch_size=args.batch_size, workers=args.workers))
-        embed_rate = report.rows / (time.perf_counter() - start)
-        print(f"embed: reid embed {embed_rate:.2f} images/s ({report.rows} images, batch {args.batch_size}, "
-              f"{args.workers} worker(s), whole call) | plain PIL+torchvision loop {loop_rate:.2f} images/s "
-              f"({args.loop_images} images) | ratio {embed_rate / loop_rate:.2f}x")
+        if not args.skip_embed:
+            loop_rate = plain_loop(model, paths[: args.loop_images], size)
+            start = time.perf_counter()
+            report = run_embed(EmbedConfig(checkpoint=checkpoint, src=tmp / "crops", out=tmp / "features.h5",
+                                           device="cpu", batch_size=args.batch_size, workers=args.workers))
+            embed_rate = report.rows / (time.perf_counter() - start)
+            print(f"embed: reid embed {embed_rate:.2f} images/s ({report.rows} images, batch {args.batch_size}, "
+                  f"{args.workers} worker(s), whole call) | plain PIL+torchvision loop {loop_rate:.2f} images/s "
+                  f"({args.loop_images} images) | ratio {embed_rate / loop_rate:.2f}x")
 
         if args.skip_onnx:
             return
@@ -120,7 +126,9 @@ def main() -> None:
         from reid.inference.export import ExportConfig, run_export
 
         run_export(ExportConfig(checkpoint=checkpoint, out=tmp / "model.onnx"))
-        session = ort.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same number of threads as PyTorch
+        session = ort.InferenceSession(str(tmp / "model.onnx"), options, providers=["CPUExecutionProvider"])
         for batch, repeat in ((1, 5), (64, 2)):
             x = np.random.default_rng(0).normal(size=(batch, 3, *size)).astype(np.float32)
 

@@ -17,7 +17,8 @@ from cli.common import handle_bad_input
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="File to write (e.g. model.onnx).")
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True, help="ONNX opset.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True,
-              help="Largest difference to PyTorch accepted on the check batch; above it nothing is written (exit 2).")
+              help="Largest difference to PyTorch accepted on the check batch, relative to each output's largest "
+                   "value when that is above 1; above it nothing is written (exit 2).")
 @handle_bad_input
 def export_command(checkpoint: Path | None, fmt: str, out: Path, opset: int, tolerance: float) -> None:
     """Export for runtimes without PyTorch: input `images` float32 [batch, 3, H, W] normalised
@@ -30,4 +31,4 @@ def export_command(checkpoint: Path | None, fmt: str, out: Path, opset: int, tol
         click.echo(f"checkpoint: {checkpoint}", err=True)
     report = run_export(ExportConfig(checkpoint=checkpoint, out=out, format=fmt, opset=opset, tolerance=tolerance))
     worst = max(report.max_abs_diff.values())
-    click.echo(f"{report.out}: {report.format}, max |difference| to PyTorch {worst:.2e}")
+    click.echo(f"{report.out}: {report.format}, largest difference to PyTorch {worst:.2e} (of the output scale)")
