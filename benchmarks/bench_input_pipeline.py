@@ -53,7 +53,7 @@ from reid.data import (
     TransformConfig,
     build_train_loader,
 )
-from reid.data.hdf5_dataset import _worker_init
+from reid.data.loaders import _worker_init
 
 IMAGE_SIZE = (128, 64)
 BASELINE = "jpeg+PIL+torchvision (baseline)"

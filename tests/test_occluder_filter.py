@@ -8,7 +8,7 @@ import pytest
 
 from common.errors import BadInputError
 from occsim.schema import occ_type_code
-from reid.data.hdf5_dataset import build_train_dataset
+from reid.data.datasets import build_train_dataset
 from tests.conftest import write_tiny_store
 
 

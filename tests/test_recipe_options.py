@@ -11,7 +11,8 @@ import torch
 
 from common.errors import BadInputError
 from occsim.store import read_store
-from reid.data.hdf5_dataset import OcclusionAugmentSet, build_train_loader
+from reid.data.datasets import OcclusionAugmentSet
+from reid.data.loaders import build_train_loader
 from reid.data.sampler import SampleKey
 from reid.data.transforms import TrainTransform, TransformConfig
 from reid.engine.features import extract_features
@@ -136,7 +137,7 @@ def test_bn_retrieval_feature_is_the_neck_output(tiny_store: Path) -> None:
         model.neck.running_var.fill_(4.0)
     rows = np.arange(4)
     feats = extract_features(model, tiny_store, "gallery", rows, input_size=(64, 32), device="cpu")
-    from reid.data.hdf5_dataset import build_eval_loader
+    from reid.data.loaders import build_eval_loader
 
     batch = next(iter(build_eval_loader(tiny_store, "gallery", rows, size=(64, 32)))).to("cpu")
     with torch.no_grad():

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from common.errors import BadInputError
-from reid.data.hdf5_dataset import build_train_loader
+from reid.data.loaders import build_train_loader
 from reid.data.transforms import TransformConfig
 from reid.engine import trainer as T
 from reid.engine.trainer import (

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from occsim.schema import OccType
 from occsim.store import read_store
-from reid.data.hdf5_dataset import NO_BOX_F, CollatePairs, PairedTrainSet, transform_item
+from reid.data.collate import CollatePairs
+from reid.data.datasets import NO_BOX_F, PairedTrainSet, transform_item
 from reid.data.transforms import EvalTransform, TrainTransform, TransformConfig, item_rng
 from reid.distance import aligned_local_distance, combined_distance, visibility_weighted_aligned_distance
 from reid.losses import LossConfig, compute_losses

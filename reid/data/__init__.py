@@ -1,4 +1,6 @@
-"""Data pipeline: HDF5 datasets, the P x K sampler, transforms and loader builders.
+"""Data pipeline: HDF5 datasets (:mod:`~reid.data.datasets`), batches and collate
+(:mod:`~reid.data.collate`), loader builders (:mod:`~reid.data.loaders`), the P x K sampler
+(:mod:`~reid.data.sampler`) and transforms (:mod:`~reid.data.transforms`).
 
 Typical training use::
 
@@ -10,17 +12,9 @@ Typical training use::
             ...
 """
 
-from reid.data.hdf5_dataset import (
-    TRAIN_ON,
-    Batch,
-    CollateItems,
-    CollatePairs,
-    HDF5Split,
-    PairedTrainSet,
-    build_eval_loader,
-    build_train_dataset,
-    build_train_loader,
-)
+from reid.data.collate import Batch, CollateItems, CollatePairs
+from reid.data.datasets import TRAIN_ON, HDF5Split, PairedTrainSet, build_train_dataset
+from reid.data.loaders import build_eval_loader, build_train_loader
 from reid.data.sampler import KeyedBatchSampler, PKSampler, SampleKey
 from reid.data.transforms import (
     IMAGENET_MEAN,

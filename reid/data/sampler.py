@@ -19,7 +19,7 @@ cover the single-process epoch except its last ``B mod W`` batches.
 
 Reproducible augmentation: :class:`KeyedBatchSampler` wraps a :class:`PKSampler` and yields
 :class:`SampleKey` (dataset index, epoch, global slot) instead of bare indices, so that the
-datasets of :mod:`reid.data.hdf5_dataset` seed each item's augmentation from the key — the
+datasets of :mod:`reid.data.datasets` seed each item's augmentation from the key — the
 epoch travels with the key into persistent worker processes.
 """
 

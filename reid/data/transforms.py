@@ -8,7 +8,7 @@ Why this shape:
   augmentation (the pair must differ only where the occluder is).
 * The work in the worker processes stays on uint8 (cv2 resize, numpy slicing for flip and
   pad-and-crop, a slice fill for erasing): the output is a uint8 tensor of shape [3, H, W].
-  Normalisation happens once per *batch* (in the collate of :mod:`reid.data.hdf5_dataset`, or
+  Normalisation happens once per *batch* (in the collate of :mod:`reid.data.collate`, or
   on the device with :func:`normalize_batch`), so every image of a batch — clean and occluded
   halves alike — goes through the same arithmetic. There is no per-image normalisation that
   one half could skip (the bug of the paper's public code).

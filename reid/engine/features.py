@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reid.data.hdf5_dataset import build_eval_loader
+from reid.data.loaders import build_eval_loader
 
 logger = logging.getLogger(__name__)
 

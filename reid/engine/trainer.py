@@ -76,7 +76,8 @@ from common.device import resolve_device
 from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from reid import __version__
-from reid.data.hdf5_dataset import TRAIN_ON, build_train_loader
+from reid.data.datasets import TRAIN_ON
+from reid.data.loaders import build_train_loader
 from reid.data.transforms import TransformConfig
 from reid.engine import distributed as D
 from reid.engine.curves import plot_run_curves, read_metrics

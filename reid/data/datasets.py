@@ -1,20 +1,16 @@
-"""Torch datasets over the occluded-reid HDF5 file, the batch type, and the loader builders.
+"""Torch datasets over the occluded-reid HDF5 file, and the training dataset of each ``--train-on``.
 
 * :class:`HDF5Split` — one split (or a subset of its rows), one image per item.
+* :class:`OcclusionAugmentSet` — ``--train-on augment``: a clean train row, replaced by one of
+  its occluded copies with probability p(epoch).
 * :class:`PairedTrainSet` — ``--train-on both``: an item is a clean train row plus one of its
   occluded copies, transformed with the *same* random draws.
-* :class:`Batch` — what the loaders yield. Items are uint8 [3, H, W]. By default the loaders
-  stack them into a uint8 batch (4x fewer bytes between processes and to the GPU than
-  float32) and ``batch.to(device)`` normalises the whole batch in one operation on the
-  device; with ``normalize_in_workers=True`` the collate normalises the stacked batch in the
-  worker instead. Either way the trainer writes ``batch = batch.to(device)`` and gets float32
-  normalised images [B, 3, H, W], and the clean and occluded halves of a joint batch cannot
-  be normalised differently.
-* :func:`build_train_loader`, :func:`build_eval_loader`.
+* :func:`build_train_dataset` — the dataset for ``--train-on clean|occluded|both|augment``.
 
-Every item and batch also carries the occluder ``box`` in *network-input* pixels, after the
-item's own flip / crop / resize (see :func:`transform_item`), so that the per-stripe visibility
-target (:func:`reid.losses.visibility.stripe_coverage`) matches the pixels the model sees.
+Items are dicts holding uint8 image tensors [3, H, W] (batched by :mod:`reid.data.collate`).
+Every item also carries the occluder ``box`` in *network-input* pixels, after the item's own
+flip / crop / resize (see :func:`transform_item`), so that the per-stripe visibility target
+(:func:`reid.losses.visibility.stripe_coverage`) matches the pixels the model sees.
 
 The h5py file is opened lazily by whichever process reads pixels first, and reopened when the
 process id changes (a forked DataLoader worker); the open handle is never pickled. Pixels are
@@ -25,31 +21,20 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.utils.data
 
 from common.errors import BadInputError
 from occsim.store import SplitManifest, open_h5, pixel_read_error, read_store
-from common.workers import cap_workers
-from reid.data.sampler import KeyedBatchSampler, PKSampler, SampleKey
-from reid.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EvalTransform,
-    TrainTransform,
-    TransformConfig,
-    item_rng,
-    normalize_batch,
-    normalize_inplace,
-)
+from reid.data.sampler import SampleKey
+from reid.data.transforms import EvalTransform, TrainTransform, TransformConfig, item_rng
 
 logger = logging.getLogger(__name__)
+
 
 TrainOn = Literal["clean", "occluded", "both", "augment"]
 TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both", "augment")
@@ -426,150 +411,6 @@ class PairedTrainSet(torch.utils.data.Dataset):
         }
 
 
-@dataclass
-class Batch:
-    """One batch, as the loaders yield it.
-
-    Attributes:
-        images: [B, 3, H, W]: float32 normalised, or uint8 from a collate built with
-            ``normalize=False`` (then :meth:`to` normalises on the device).
-        pids: identities, int64 [B].
-        labels: train class indices, int64 [B] (-1 outside train).
-        camids: cameras, int64 [B].
-        occluded: True for occluded images, bool [B] (the OBC target as ``occluded.long()``).
-        occ_type: occluder codes, int64 [B].
-        rows: rows in the split, int64 [B].
-        clean_index: row of each image's clean original, int64 [B].
-        boxes: occluder (x, y, w, h) in the pixels of ``images``, float32 [B, 4], -1s when
-            none (clean rows, ``real`` occlusions); None from a collate that does not know them.
-        mean, std: the normalisation :meth:`to` applies.
-
-    In a joint (``--train-on both``) batch of P x K pairs, B = 2PK: the PK clean images first,
-    then their occluded copies in the same order (``images[i]`` and ``images[i + B // 2]`` are
-    a pair).
-    """
-
-    images: torch.Tensor
-    pids: torch.Tensor
-    labels: torch.Tensor
-    camids: torch.Tensor
-    occluded: torch.Tensor
-    occ_type: torch.Tensor
-    rows: torch.Tensor
-    clean_index: torch.Tensor
-    boxes: torch.Tensor | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def _tensor_fields(self) -> list[str]:
-        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)]
-
-    def pin_memory(self) -> "Batch":
-        """Called by DataLoader(pin_memory=True)."""
-        return replace(self, **{name: getattr(self, name).pin_memory() for name in self._tensor_fields()})
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        """Move to ``device``; uint8 images are normalised there, so ``images`` is always float32."""
-        moved = {name: getattr(self, name).to(device, non_blocking=non_blocking) for name in self._tensor_fields()}
-        if moved["images"].dtype == torch.uint8:
-            moved["images"] = normalize_batch(moved["images"], self.mean, self.std)
-        return replace(self, **moved)
-
-
-def _long(values: Sequence[int]) -> torch.Tensor:
-    return torch.as_tensor(values, dtype=torch.int64)
-
-
-def _boxes(values: Sequence[Sequence[float]]) -> torch.Tensor:
-    """Item boxes -> float32 [B, 4] (items without a ``box`` key get -1s)."""
-    return torch.as_tensor(values, dtype=torch.float32).reshape(-1, 4)
-
-
-def _batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An empty batch tensor; inside a DataLoader worker it lives in shared memory, so the
-    batch reaches the main process without being copied again when it is sent."""
-    buffer = torch.empty(shape, dtype=dtype)
-    return buffer if torch.utils.data.get_worker_info() is None else buffer.share_memory_()
-
-
-def _batch_images(
-    images: list[torch.Tensor], normalize: bool, mean: Sequence[float], std: Sequence[float]
-) -> torch.Tensor:
-    """uint8 [3, H, W] tensors -> [B, 3, H, W]: float32 normalised in one operation, or uint8."""
-    out = _batch_buffer((len(images), *images[0].shape), torch.float32 if normalize else torch.uint8)
-    for i, image in enumerate(images):
-        out[i].copy_(image)  # uint8 -> float32 conversion happens here when normalising
-    return normalize_inplace(out, mean, std) if normalize else out
-
-
-@dataclass(frozen=True)
-class CollateItems:
-    """Collate for :class:`HDF5Split` items -> :class:`Batch`.
-
-    Attributes:
-        mean, std: normalisation statistics.
-        normalize: True: float32 normalised images; False: uint8 images (``Batch.to`` normalises).
-    """
-
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    normalize: bool = True
-
-    def __call__(self, items: list[dict[str, Any]]) -> Batch:
-        return Batch(
-            images=_batch_images([item["image"] for item in items], self.normalize, self.mean, self.std),
-            pids=_long([item["pid"] for item in items]),
-            labels=_long([item["label"] for item in items]),
-            camids=_long([item["camid"] for item in items]),
-            occluded=torch.as_tensor([item["occluded"] for item in items], dtype=torch.bool),
-            occ_type=_long([item["occ_type"] for item in items]),
-            rows=_long([item["row"] for item in items]),
-            clean_index=_long([item["clean_index"] for item in items]),
-            boxes=_boxes([item.get("box", NO_BOX_F) for item in items]),
-            mean=tuple(self.mean),
-            std=tuple(self.std),
-        )
-
-
-@dataclass(frozen=True)
-class CollatePairs:
-    """Collate for :class:`PairedTrainSet` items -> :class:`Batch` of 2n images: n clean, then
-    their n occluded copies, normalised together in one operation (see :class:`CollateItems`)."""
-
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    normalize: bool = True
-
-    def __call__(self, items: list[dict[str, Any]]) -> Batch:
-        n = len(items)
-        images = [item["images"][0] for item in items] + [item["images"][1] for item in items]
-        pids = [item["pid"] for item in items] * 2
-        labels = [item["label"] for item in items] * 2
-        camids = [item["camid"] for item in items] * 2
-        clean_rows = [item["rows"][0] for item in items]
-        return Batch(
-            images=_batch_images(images, self.normalize, self.mean, self.std),
-            pids=_long(pids),
-            labels=_long(labels),
-            camids=_long(camids),
-            occluded=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]),
-            occ_type=_long([0] * n + [item["occ_type"] for item in items]),
-            rows=_long(clean_rows + [item["rows"][1] for item in items]),
-            clean_index=_long(clean_rows * 2),
-            boxes=_boxes([NO_BOX_F] * n + [item.get("box", NO_BOX_F) for item in items]),
-            mean=tuple(self.mean),
-            std=tuple(self.std),
-        )
-
-
-def _worker_init(_worker_id: int) -> None:
-    # One thread per worker: the workers already use the cores; cv2's own pool would oversubscribe.
-    cv2.setNumThreads(1)
-
-
 def occluded_rows_of_types(manifest: SplitManifest, occluder_types: Sequence[str], path: Path) -> np.ndarray:
     """Occluded rows whose occluder is one of ``occluder_types`` (all occluded rows when empty).
 
@@ -617,78 +458,3 @@ def build_train_dataset(
     if len(rows) == 0:
         raise BadInputError(f"{path}: the train split has no {train_on} rows; choose another --train-on")
     return HDF5Split(path, "train", rows=rows, transform=transform, seed=seed)
-
-
-def build_train_loader(
-    path: str | os.PathLike,
-    train_on: TrainOn,
-    batch_p: int,
-    batch_k: int,
-    transform_config: TransformConfig = TransformConfig(),
-    workers: int = 4,
-    seed: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    normalize_in_workers: bool = False,
-    occluder_types: Sequence[str] = (),
-    occlusion_p: float = 0.5,
-    occlusion_ramp_epochs: int = 0,
-) -> torch.utils.data.DataLoader:
-    """P x K training loader yielding :class:`Batch`; use ``batch = batch.to(device)``.
-
-    Batches hold P*K images ("clean", "occluded", "augment") or 2*P*K images ("both": P*K
-    clean, then their P*K occluded copies). The loader's ``batch_sampler`` is a
-    :class:`~reid.data.sampler.KeyedBatchSampler`: call ``loader.batch_sampler.set_epoch(e)``
-    before iterating epoch ``e``. Results are identical for any ``workers`` value.
-    Images arrive as uint8 and ``Batch.to`` normalises them on the device (4x less memory
-    traffic between processes and to the GPU); ``normalize_in_workers=True`` yields float32
-    normalised images from the workers instead.
-
-    Raises:
-        BadInputError: unknown ``train_on``, no rows for it, P too large (see PKSampler).
-    """
-    dataset = build_train_dataset(path, train_on, transform_config, seed, occluder_types=occluder_types,
-                                  occlusion_p=occlusion_p, occlusion_ramp_epochs=occlusion_ramp_epochs)
-    sampler = PKSampler(dataset.pids, batch_p, batch_k, seed=seed, rank=rank, world_size=world_size, source=str(path))
-    workers = cap_workers(workers)  # more processes than usable CPUs only contend
-    collate = (CollatePairs if train_on == "both" else CollateItems)(
-        tuple(transform_config.mean), tuple(transform_config.std), normalize_in_workers
-    )
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=KeyedBatchSampler(sampler),
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-        worker_init_fn=_worker_init if workers > 0 else None,
-    )
-
-
-def build_eval_loader(
-    path: str | os.PathLike,
-    split: str,
-    rows: np.ndarray | Sequence[int] | None = None,
-    size: tuple[int, int] = (256, 128),
-    batch_size: int = 128,
-    workers: int = 0,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-    normalize_in_workers: bool = False,
-) -> torch.utils.data.DataLoader:
-    """Loader over ``rows`` of ``split`` in the given order (default all), resize only.
-
-    Yields :class:`Batch`; ``batch.to(device).images`` are float32 normalised [b, 3, H, W]
-    (see :func:`build_train_loader` for ``normalize_in_workers``).
-    """
-    dataset = HDF5Split(path, split, rows=rows, transform=EvalTransform(size))
-    workers = cap_workers(workers)  # more processes than usable CPUs only contend
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=CollateItems(tuple(mean), tuple(std), normalize_in_workers),
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=_worker_init if workers > 0 else None,
-    )
