@@ -151,7 +151,23 @@ def _unpack(key: int | SampleKey, default_epoch: int) -> tuple[int, int, int]:
     return int(key), default_epoch, int(key)
 
 
-class HDF5Split(torch.utils.data.Dataset):
+class _KeyedDataset(torch.utils.data.Dataset):
+    """What the datasets below share: the epoch of bare-int keys and the lazy per-process
+    handle on the split's images."""
+
+    epoch: int
+    _images: _LazyImages
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for bare-int keys (keyed samplers carry their own epoch)."""
+        self.epoch = int(epoch)
+
+    def close(self) -> None:
+        """Close this process's file handle (the next read reopens it)."""
+        self._images.close()
+
+
+class HDF5Split(_KeyedDataset):
     """One split of an occluded-reid file, one image per item.
 
     Args:
@@ -200,17 +216,9 @@ class HDF5Split(torch.utils.data.Dataset):
         """Identity of every item, shape [len(self)] int32 (what a PK sampler groups by)."""
         return self.manifest.pid[self.rows]
 
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch used for bare-int keys (keyed samplers carry their own epoch)."""
-        self.epoch = int(epoch)
-
     def read_row(self, row: int) -> np.ndarray:
         """Stored pixels of one split row, uint8 [h, w, 3] RGB."""
         return self._images.read(row)
-
-    def close(self) -> None:
-        """Close this process's file handle (the next read reopens it)."""
-        self._images.close()
 
     def row_for(self, index: int, epoch: int, slot: int) -> int:
         """The split row item ``index`` reads (subclasses may choose another row per draw)."""
@@ -325,7 +333,7 @@ class OcclusionAugmentSet(HDF5Split):
 _OCCLUSION_STREAM = 0x0CC1
 
 
-class PairedTrainSet(torch.utils.data.Dataset):
+class PairedTrainSet(_KeyedDataset):
     """``--train-on both``: item i is (clean train row, one of its occluded copies).
 
     The occluded copy is chosen per item with the item's generator (so a clean row with copies
@@ -382,14 +390,6 @@ class PairedTrainSet(torch.utils.data.Dataset):
     def pids(self) -> np.ndarray:
         """Identity of every item (pair), shape [len(self)] int32."""
         return self.manifest.pid[self.clean_rows]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch used for bare-int keys (keyed samplers carry their own epoch)."""
-        self.epoch = int(epoch)
-
-    def close(self) -> None:
-        """Close this process's file handle (the next read reopens it)."""
-        self._images.close()
 
     def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
         index, epoch, slot = _unpack(key, self.epoch)
