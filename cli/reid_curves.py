@@ -1,0 +1,34 @@
+"""`reid curves`: validation mAP of one or more runs against minutes of 2-core training (thin layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import handle_bad_input, split_commas
+from common.errors import BadInputError
+
+
+@click.command("curves")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("learning_curve.png"), show_default=True,
+              help="PNG to write.")
+@click.option("--query", "queries", default="clean", show_default=True,
+              help="Query sets to draw, comma-separated (as validated during training: clean, occluded:mean, ...).")
+@click.option("--metric", type=click.Choice(["mAP", "R1"]), default="mAP", show_default=True)
+@click.option("--label", "labels", multiple=True, help="Legend label per run (repeat; default: the folder name).")
+@handle_bad_input
+def curves_command(runs: tuple[Path, ...], out: Path, queries: str, metric: str, labels: tuple[str, ...]) -> None:
+    """Plot the validation METRIC of each run folder (its metrics.jsonl) against its training cost.
+
+    The x axis is the run's CPU time over its training steps divided by 2, i.e. minutes of
+    2-core training, which a busy machine hardly changes (wall-clock seconds x 2 for runs logged
+    before CPU time was recorded). Runs need validated epochs (`reid train --eval-every N`).
+    """
+    from reid.engine.curves import load_run_records, plot_learning_curves
+
+    if labels and len(labels) != len(runs):
+        raise BadInputError(f"--label: give one per run ({len(runs)}), got {len(labels)}")
+    records = {label: load_run_records(run) for label, run in zip(labels or [r.name for r in runs], runs)}
+    click.echo(f"wrote {plot_learning_curves(records, out, queries=split_commas(queries), metric=metric)}")
