@@ -10,6 +10,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from common.errors import BadInputError
+from common.options import parse_numbers, parse_size, split_commas  # noqa: F401 (used by the commands)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,28 +90,3 @@ def handle_interrupt(func: F) -> F:
             sys.exit(128 + signum)
 
     return wrapper  # type: ignore[return-value]
-
-
-def parse_size(value: str, option: str = "--size") -> tuple[int, int]:
-    """Parse "HxW" (e.g. "128x64") into (H, W)."""
-    try:
-        height, width = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise BadInputError(f"{option} {value!r}: expected HxW, e.g. 128x64") from None
-    if height <= 0 or width <= 0:
-        raise BadInputError(f"{option} {value!r}: both sides must be positive")
-    return height, width
-
-
-def split_commas(*values: str) -> tuple[str, ...]:
-    """Flatten repeated and comma-separated option values: ("mean", "black,random") -> 3 items."""
-    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
-
-
-def parse_numbers(value: str, option: str, kind: type = int, what: str = "integers",
-                  example: str = "0,1,2") -> tuple:
-    """"0,1,2" -> (0, 1, 2) with ``kind`` (int or float); a bad item is a one-line BadInputError."""
-    try:
-        return tuple(kind(part) for part in split_commas(value))
-    except ValueError:
-        raise BadInputError(f"{option} {value!r}: expected comma-separated {what}, e.g. {example}") from None

@@ -17,13 +17,11 @@ from cli.common import (
     setup_logging,
     split_commas,
 )
+from cli.options import config_options
 from common.errors import BadInputError
 from occsim.occluders import OccluderParams
 from occsim.schema import OCCLUDER_NAMES, SPLITS
 from occsim.sources import LAYOUT_NAMES
-
-_P = OccluderParams()  # the library's defaults are the CLI's
-
 
 def _comma_list(values: tuple[str, ...], option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """Flatten repeated and comma-separated values ("--type mean --type black,random")."""
@@ -77,14 +75,7 @@ def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, work
 @click.option("--type", "types", multiple=True, default=("mean",), show_default=True,
               help=f"Occluder(s): {', '.join(OCCLUDER_NAMES)}; repeat or comma-separate. Each adds one occluded "
                    f"copy of every image of the occluded splits.")
-@click.option("--patch", type=int, default=_P.patch, show_default=True,
-              help="Side in stored pixels of the mean/black square.")
-@click.option("--area-min", type=float, default=_P.area_min, show_default=True,
-              help="random: smallest box area (fraction of the image).")
-@click.option("--area-max", type=float, default=_P.area_max, show_default=True)
-@click.option("--ratio-min", type=float, default=_P.ratio_min, show_default=True,
-              help="random: smallest aspect ratio h/w.")
-@click.option("--ratio-max", type=float, default=_P.ratio_max, show_default=True)
+@config_options(OccluderParams, ("patch", "area_min", "area_max", "ratio_min", "ratio_max"))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Worker processes; 0 = all cores.")
 @click.option("--occlude", default="train,query", show_default=True,

@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from cli.common import handle_bad_input, parse_numbers, split_commas
+from cli.options import config_options
 from cli.train_options import int_list, pop_training_kwargs, shared_training_options
+from reid.engine.config import TrainConfig
 
 
 @click.command("study")
@@ -21,8 +23,7 @@ from cli.train_options import int_list, pop_training_kwargs, shared_training_opt
 @click.option("--alphas", default="1,0.9,0.8,0.6,0.4", show_default=True, help="alpha grid: the values to sweep.")
 @click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
               show_default=True, help="alpha grid: share of training identities held out for selection.")
-@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
-              help="occluders grid: the alpha every cell trains with.")
+@config_options(TrainConfig, ("alpha",), help={"alpha": "occluders grid: the alpha every cell trains with."})
 @click.option("--saliency/--no-saliency", default=True, show_default=True,
               help="table1 grid: Grad-CAM sheets of the three models on occluded queries.")
 @click.option("--test-data", "test_data", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
@@ -51,7 +52,6 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
 
     Finished cells are reused when the study is run again.
     """
-    from reid.engine.trainer import TrainConfig
     from common.atomic import check_output_folder
     from reid.study import StudyConfig, run_study
 

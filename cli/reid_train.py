@@ -16,9 +16,11 @@ from typing import Any
 
 import click
 
-from cli.common import handle_bad_input, setup_logging, split_commas
-from cli.train_options import pop_training_kwargs, shared_training_options
+from cli.common import handle_bad_input, setup_logging
+from cli.options import config_options
+from cli.train_options import PER_RUN_NAMES, SHARED_NAMES, pop_training_kwargs, shared_training_options
 from common.errors import BadInputError
+from reid.engine.config import TrainConfig
 
 #: Exit status of a run stopped with Ctrl-C (128 + SIGINT, the shell convention).
 INTERRUPTED_EXIT = 130
@@ -34,48 +36,26 @@ def _default_name(arch: str, alpha: float, train_on: str) -> str:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder. Default: runs/<name>.")
 @click.option("--name", default=None, help="Run name for the default --out (default: ARCH-aALPHA-TRAINON-TIME).")
-@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
-              help="L = alpha * L_AlignedReID + (1 - alpha) * L_OBC; 1 = plain AlignedReID.")
-@click.option("--train-on", type=click.Choice(["clean", "occluded", "both", "augment"]), default="both",
-              show_default=True,
-              help="both: every batch holds clean images and their occluded copies; augment: occlusion as a "
-                   "per-image augmentation (each clean image read as one of its occluded copies with probability "
-                   "--occlusion-p, no twin in the batch).")
-@click.option("--train-occluders", default="", metavar="TYPES",
-              help="Occluder types (comma-separated, e.g. mean,black) whose copies are trained on with "
-                   "--train-on occluded|both|augment. Default: every type in the file.")
+@config_options(TrainConfig, ("alpha", "train_on", "train_occluders"))
 @shared_training_options
-@click.option("--eval-every", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Validate (R1, mAP on clean and occluded queries) every N epochs and after the last; 0 = never.")
-@click.option("--eval-queries", default="clean,occluded", show_default=True,
-              help="Validation query sets: clean, occluded, occluded:TYPE, all (comma-separated).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--force", is_flag=True, help="Delete the run in --out and start over.")
+@config_options(TrainConfig, ("eval_every", "eval_queries", "resume", "force"))
 @handle_bad_input
-def train_command(
-    data: Path, out: Path | None, name: str | None, alpha: float, train_on: str, train_occluders: str,
-    eval_every: int, eval_queries: str, resume: bool, force: bool, **options: Any,
-) -> None:
+def train_command(data: Path, out: Path | None, name: str | None, **options: Any) -> None:
     """Train AlignedReID with the occlusion-classification (OBC) loss on the frozen splits.
 
     Writes runs/<name>/: config.json, metrics.jsonl, last.pt (every epoch), best.pt (best
     validation), curves.png. Ctrl-C saves last.pt; --resume continues from it.
     """
-    from reid.engine.trainer import TrainConfig, train
+    from reid.engine.trainer import train
 
     if os.environ.get("RANK", "0") != "0":
         logging.getLogger().setLevel(logging.WARNING)  # only rank 0 reports progress
-    training = pop_training_kwargs(options)
+    training = pop_training_kwargs(options, SHARED_NAMES + PER_RUN_NAMES)
     if out is None:
-        if resume:
+        if training["resume"]:
             raise BadInputError("--resume: give the run to continue with --out runs/NAME (or --name NAME)")
-        out = Path("runs") / (name or _default_name(training["arch"], alpha, train_on))
-    config = TrainConfig(
-        data=str(data), out=str(out), alpha=alpha, train_on=train_on,
-        train_occluders=split_commas(train_occluders),
-        eval_every=eval_every, eval_queries=split_commas(eval_queries),
-        resume=resume, force=force, **training,
-    )
+        out = Path("runs") / (name or _default_name(training["arch"], training["alpha"], training["train_on"]))
+    config = TrainConfig(data=str(data), out=str(out), **training)
     result = train(config)
     if os.environ.get("RANK", "0") != "0":
         return

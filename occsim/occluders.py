@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from common.errors import BadInputError
+from common.options import Option, validate_options
 from occsim.schema import OCCLUDER_NAMES
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ Box = tuple[int, int, int, int]  # x, y, w, h
 RANDOM_BOX_TRIES = 100
 
 
+_AREA = dict(low=0.0, high=1.0, low_open=True, why="must be a fraction of the image in (0, 1], e.g. 0.1")
+_RATIO = dict(low=0.0, low_open=True, why="must be a positive aspect ratio h/w, e.g. 0.3")
+
+
 @dataclass(frozen=True)
 class OccluderParams:
     """Parameters of the occluders (the same for every image of a run).
@@ -57,24 +62,21 @@ class OccluderParams:
         ratio_min, ratio_max: range of the ``random`` box's aspect ratio h / w (drawn log-uniformly).
     """
 
-    patch: int = 50
-    area_min: float = 0.1
-    area_max: float = 0.4
-    ratio_min: float = 0.3
-    ratio_max: float = 3.3
+    patch: int = Option(50, "Side in stored pixels of the mean/black square.", low=1,
+                        why="must be a positive whole number of pixels, e.g. 50").field()
+    area_min: float = Option(0.1, "random: smallest box area (fraction of the image).", **_AREA).field()
+    area_max: float = Option(0.4, "random: largest box area (fraction of the image).", **_AREA).field()
+    ratio_min: float = Option(0.3, "random: smallest aspect ratio h/w.", **_RATIO).field()
+    ratio_max: float = Option(3.3, "random: largest aspect ratio h/w.", **_RATIO).field()
 
     def validate(self) -> None:
-        """Raise :class:`BadInputError` naming the option when a value is out of range."""
-        if isinstance(self.patch, bool) or not isinstance(self.patch, (int, np.integer)) or self.patch < 1:
+        """Raise :class:`BadInputError` naming the option when a value is out of range: each
+        field against its declared bounds, then the pairs."""
+        if isinstance(self.patch, bool) or not isinstance(self.patch, (int, np.integer)):
             raise BadInputError(f"--patch {self.patch!r}: must be a positive whole number of pixels, e.g. 50")
-        for name, value in (("--area-min", self.area_min), ("--area-max", self.area_max)):
-            if not 0.0 < float(value) <= 1.0:
-                raise BadInputError(f"{name} {value!r}: must be a fraction of the image in (0, 1], e.g. 0.1")
+        validate_options(self)
         if self.area_min > self.area_max:
             raise BadInputError(f"--area-min {self.area_min} is larger than --area-max {self.area_max}; swap them")
-        for name, value in (("--ratio-min", self.ratio_min), ("--ratio-max", self.ratio_max)):
-            if not 0.0 < float(value) < math.inf:
-                raise BadInputError(f"{name} {value!r}: must be a positive aspect ratio h/w, e.g. 0.3")
         if self.ratio_min > self.ratio_max:
             raise BadInputError(f"--ratio-min {self.ratio_min} is larger than --ratio-max {self.ratio_max}; swap them")
 

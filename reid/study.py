@@ -42,7 +42,7 @@ from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
 from reid.engine.runs import LAST_CHECKPOINT
-from reid.engine.trainer import TrainConfig
+from reid.engine.config import TrainConfig
 from reid.engine.trainer import validation_score as trainer_validation_score
 
 logger = logging.getLogger(__name__)

@@ -49,50 +49,46 @@ Metrics (one JSON line per epoch)::
      "val": {"queries": {"clean": {"R1": .., "mAP": ..}, "occluded:mean": {...}}, "score": ..}}
 
 ``val`` appears only on validated epochs; rates are fractions in [0, 1].
+
+The rooms around the loop (this module keeps the step, the epoch loop and checkpoints):
+:mod:`reid.engine.config` (TrainConfig, torch-free), :mod:`reid.engine.optim` (optimiser,
+learning-rate schedule, AMP), :mod:`reid.engine.rng` (per-epoch seeds, RNG state),
+:mod:`reid.engine.interrupt` (Ctrl-C guard), :mod:`reid.engine.run_folder` (run-folder checks,
+metrics.jsonl); their public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import math
-import os
-import random
-import signal
-import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from common.atomic import atomic_write_bytes, atomic_write_json
+from common.atomic import atomic_write_json
 from common.device import resolve_device
 from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from reid import __version__
-from reid.data.datasets import TRAIN_ON
 from reid.data.loaders import build_train_loader
-from reid.data.transforms import TransformConfig
 from reid.engine import distributed as D
+from reid.engine.config import RESUME_MUTABLE, TrainConfig, config_differences  # noqa: F401 (public names)
 from reid.engine.curves import plot_run_curves, read_metrics
-from reid.engine.runs import (
-    BEST_CHECKPOINT,
-    CONFIG_FILE,
-    CURVES_FILE,
-    EVAL_CMC_PNG,
-    EVAL_JSON,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
-)
+from reid.engine.interrupt import InterruptGuard
+from reid.engine.optim import AmpSettings, build_optimizer, learning_rate, resolve_amp, set_lr  # noqa: F401
+from reid.engine.rng import epoch_seed, rng_state, seed_everything, set_rng_state
+from reid.engine.run_folder import RUN_FILES, append_metrics, prepare_run_dir, rewrite_metrics  # noqa: F401
+from reid.engine.runs import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, LAST_CHECKPOINT, METRICS_FILE
 from reid.losses import LossBreakdown, LossConfig, compute_losses
 from reid.losses.visibility import visibility_targets
-from reid.models.aligned import ARCH_DIMS, ModelConfig, build_model
+from reid.models.aligned import ModelConfig, build_model
 from reid.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -102,275 +98,10 @@ LOGGED_LOSSES: tuple[str, ...] = (
     "total", "triplet_global", "triplet_local", "id", "obc", "obc_acc", "id_acc", "violation_fraction",
     "visibility",
 )
-#: Config keys that may change when resuming a run (they do not change what is learned).
-RESUME_MUTABLE: frozenset[str] = frozenset(
-    {"epochs", "eval_every", "eval_queries", "workers", "device", "resume", "force", "out", "data"}
-)
-#: Files of a run folder that ``force`` removes before starting over.
-RUN_FILES: tuple[str, ...] = (
-    CONFIG_FILE, METRICS_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT, CURVES_FILE, EVAL_JSON, EVAL_CMC_PNG,
-)
-SCHEDULES: tuple[str, ...] = ("step", "cosine")
-OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 class TrainingDiverged(BadInputError):
     """A NaN or infinite loss: the run stops (the CLI prints one line and exits with 2)."""
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything one training run depends on (written to config.json and every checkpoint).
-
-    Attributes:
-        data: the occluded-reid HDF5 file.
-        out: the run folder.
-        arch: torchvision ResNet (resnet18/34/50/101).
-        pretrained: "imagenet", a path to a torchvision state dict, or None (random init).
-        epochs: epochs to train (see the module doc for what an epoch is).
-        batch_p, batch_k: identities per batch and images per identity, per process; with
-            ``train_on="both"`` a batch holds 2 * P * K images (each clean image and its copy).
-        optimizer: "adam" (default, lr 3.5e-4 as in BoT) or "sgd" (momentum, Nesterov).
-        lr: base learning rate; momentum: SGD momentum; weight_decay: L2 on every parameter.
-        warmup_epochs, warmup_factor: linear warm-up from ``warmup_factor * lr`` to ``lr``.
-        schedule: "step" (x ``gamma`` at each of ``milestones``, in epochs) or "cosine".
-        alpha: L = alpha * L_T + (1 - alpha) * L_OBC; 1 = plain AlignedReID.
-        margin: TriHard margin; label_smoothing: identity cross-entropy smoothing.
-        train_on: "clean", "occluded", "both" (every clean image with one of its occluded
-            copies in the same batch) or "augment" (occlusion as a per-image augmentation: each
-            clean image is read as one of its occluded copies with probability ``occlusion_p``).
-        occlusion_p: "augment": the probability (after the ramp) that an image is read occluded.
-        occlusion_ramp_epochs: "augment": ramp the probability linearly from 0 at the first
-            epoch to ``occlusion_p`` at this (0-based) epoch; 0 = no ramp.
-        exclude_twin_positive: an image's own clean/occluded twin is never its mined positive.
-        clean_anchors_only: occluded images are not TriHard anchors (they still feed ID and OBC).
-        retrieval_feature: "global" (AlignedReID) or "bn" (BoT's BNNeck feature) for evaluation.
-        num_stripes: local stripes (AlignedReID: 8 at 256x128); at most the feature map's height
-            (input height / 16 with ``last_stride=1``, / 32 with 2) makes sense.
-        visibility_weight: weight of the per-stripe visibility loss (a term of its own, see
-            :mod:`reid.losses.multitask`); > 0 adds the visibility head to the model
-            (``ModelConfig.visibility_head``), 0 = no head (the default).
-        train_occluders: occluder types whose copies are trained on ("occluded", "both");
-            empty = every type in the file.
-        input_size: network input (H, W).
-        last_stride: 1 (BoT) or 2 (original AlignedReID).
-        random_erasing: Random Erasing augmentation.
-        device: "auto" (CUDA when available), "cpu" or "cuda".
-        amp: mixed precision; None = on with CUDA (see the module doc for the dtype).
-        workers: data-loader processes.
-        seed: seeds the model initialisation, the sampler and the augmentation.
-        eval_every: validate every N epochs and after the last (0 = never).
-        eval_queries: query sets for validation (see :func:`reid.engine.evaluator.expand_queries`).
-        resume: continue the run in ``out`` from its last.pt.
-        force: delete the run in ``out`` and start over.
-        max_steps_per_epoch: cut every epoch to this many steps (tiny runs, demos).
-    """
-
-    data: str = "data/occluded.h5"
-    out: str = "runs/default"
-    arch: str = "resnet50"
-    pretrained: str | None = "imagenet"
-    epochs: int = 120
-    batch_p: int = 16
-    batch_k: int = 4
-    optimizer: str = "adam"
-    lr: float = 3.5e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 10
-    warmup_factor: float = 0.01
-    schedule: str = "step"
-    milestones: tuple[int, ...] = (40, 70)
-    gamma: float = 0.1
-    alpha: float = 0.8
-    margin: float = 0.3
-    label_smoothing: float = 0.1
-    train_on: str = "both"
-    train_occluders: tuple[str, ...] = ()
-    occlusion_p: float = 0.5
-    occlusion_ramp_epochs: int = 0
-    exclude_twin_positive: bool = False
-    clean_anchors_only: bool = False
-    retrieval_feature: str = "global"
-    num_stripes: int = 8
-    visibility_weight: float = 0.0
-    input_size: tuple[int, int] = (256, 128)
-    last_stride: int = 1
-    random_erasing: bool = False
-    device: str = "auto"
-    amp: bool | None = None
-    workers: int = 4
-    seed: int = 0
-    eval_every: int = 10
-    eval_queries: tuple[str, ...] = ("clean", "occluded")
-    resume: bool = False
-    force: bool = False
-    max_steps_per_epoch: int | None = None
-
-    def __post_init__(self) -> None:
-        # Normalise JSON-ish values (lists, Paths) so that equal configs compare equal.
-        object.__setattr__(self, "data", str(self.data))
-        object.__setattr__(self, "out", str(self.out))
-        if self.pretrained is not None:
-            object.__setattr__(self, "pretrained", str(self.pretrained))
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
-        object.__setattr__(self, "eval_queries", tuple(str(q) for q in self.eval_queries))
-        object.__setattr__(self, "train_occluders", tuple(str(t) for t in self.train_occluders))
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise BadInputError for option values no run could use."""
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise BadInputError(message)
-
-        need(self.arch in ARCH_DIMS, f"--arch {self.arch!r}: use one of {', '.join(ARCH_DIMS)}")
-        need(self.epochs >= 1, f"--epochs {self.epochs}: must be at least 1")
-        need(self.batch_p >= 2, f"--batch-p {self.batch_p}: TriHard needs at least 2 identities per batch")
-        need(self.batch_k >= 1, f"--batch-k {self.batch_k}: must be at least 1")
-        need(self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: use adam or sgd")
-        need(self.lr > 0 and math.isfinite(self.lr), f"--lr {self.lr}: must be a positive number")
-        need(self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0")
-        need(self.warmup_epochs >= 0, f"--warmup-epochs {self.warmup_epochs}: must be >= 0")
-        need(0 < self.warmup_factor <= 1, f"warmup_factor {self.warmup_factor}: must be in (0, 1]")
-        need(self.schedule in SCHEDULES, f"--schedule {self.schedule!r}: use step or cosine")
-        need(all(m > 0 for m in self.milestones), f"--milestones {list(self.milestones)}: epochs must be positive")
-        need(0 < self.gamma <= 1, f"gamma {self.gamma}: must be in (0, 1]")
-        need(0.0 <= self.alpha <= 1.0, f"--alpha {self.alpha}: must be between 0 and 1 (1 = plain AlignedReID)")
-        need(self.margin > 0, f"--margin {self.margin}: must be > 0")
-        need(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
-        need(self.train_on in TRAIN_ON, f"--train-on {self.train_on!r}: use one of {', '.join(TRAIN_ON)}")
-        need(0.0 <= self.occlusion_p <= 1.0, f"--occlusion-p {self.occlusion_p}: must be between 0 and 1")
-        need(self.occlusion_ramp_epochs >= 0,
-             f"--occlusion-ramp-epochs {self.occlusion_ramp_epochs}: must be >= 0 (0 = no ramp)")
-        need(not (self.train_occluders and self.train_on == "clean"),
-             "--train-occluders: applies to --train-on occluded or both; drop it with --train-on clean")
-        need(len(self.input_size) == 2 and min(self.input_size) >= 16,
-             f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
-        need(self.last_stride in (1, 2), f"--last-stride {self.last_stride}: must be 1 or 2")
-        need(self.num_stripes >= 1, f"--stripes {self.num_stripes}: must be at least 1")
-        need(self.visibility_weight >= 0 and math.isfinite(self.visibility_weight),
-             f"--visibility-weight {self.visibility_weight}: must be >= 0 (0 = no visibility head)")
-        need(self.device in DEVICES, f"--device {self.device!r}: use auto, cpu or cuda")
-        need(self.workers >= 0, f"--workers {self.workers}: must be >= 0")
-        need(self.eval_every >= 0, f"--eval-every {self.eval_every}: must be >= 0 (0 = never)")
-        need(bool(self.eval_queries), "eval_queries: give at least one query set")
-        need(not (self.resume and self.force), "--resume and --force: pass one of them, not both")
-        need(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
-             f"--max-steps-per-epoch {self.max_steps_per_epoch}: must be at least 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON- and ``weights_only``-safe dict (tuples become lists)."""
-        data = asdict(self)
-        for key, value in data.items():
-            if isinstance(value, tuple):
-                data[key] = list(value)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`. Unknown keys raise BadInputError (another version)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"training config: unknown keys {unknown}; it was written by another version")
-        return cls(**data)
-
-    @property
-    def loss_config(self) -> LossConfig:
-        return LossConfig(alpha=self.alpha, margin=self.margin, label_smoothing=self.label_smoothing,
-                          exclude_twin_positive=self.exclude_twin_positive,
-                          clean_anchors_only=self.clean_anchors_only,
-                          visibility_weight=self.visibility_weight)
-
-    @property
-    def transform_config(self) -> TransformConfig:
-        return TransformConfig(size=self.input_size, random_erasing=self.random_erasing)
-
-
-def config_differences(given: TrainConfig, recorded: dict[str, Any]) -> list[str]:
-    """Keys (outside :data:`RESUME_MUTABLE`) whose value in ``given`` differs from ``recorded``.
-
-    ``recorded`` is a :meth:`TrainConfig.to_dict` from a checkpoint; a key it lacks (written
-    before that option existed) counts as its default. Returns "key: recorded -> given"
-    strings, sorted by key.
-    """
-    mine = given.to_dict()
-    defaults = TrainConfig().to_dict()
-    out = []
-    for key in sorted(mine):
-        if key in RESUME_MUTABLE:
-            continue
-        theirs = recorded.get(key, defaults[key])
-        if isinstance(theirs, tuple):
-            theirs = list(theirs)
-        if theirs != mine[key]:
-            out.append(f"{key}: {theirs!r} -> {mine[key]!r}")
-    return out
-
-
-def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based ``epoch``: warm-up, then step or cosine decay.
-
-    Warm-up: ``lr * (f + (1 - f) * epoch / warmup_epochs)`` for epoch < warmup_epochs.
-    Step: ``lr * gamma ** (number of milestones <= epoch)`` (milestones count 0-based epochs,
-    like ``torch.optim.lr_scheduler.MultiStepLR``). Cosine:
-    ``lr * 0.5 * (1 + cos(pi * (epoch - w) / (epochs - w)))`` after the warm-up.
-    """
-    base = config.lr
-    if epoch < config.warmup_epochs:
-        f = config.warmup_factor
-        return base * (f + (1.0 - f) * epoch / config.warmup_epochs)
-    if config.schedule == "step":
-        return base * config.gamma ** sum(1 for m in config.milestones if epoch >= m)
-    span = max(1, config.epochs - config.warmup_epochs)
-    return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - config.warmup_epochs) / span))
-
-
-# ------------------------------------------------------------------- device and AMP
-
-
-@dataclass(frozen=True)
-class AmpSettings:
-    """Autocast for the forward pass. ``dtype`` None = full float32."""
-
-    device_type: str
-    dtype: torch.dtype | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.dtype is not None
-
-    @property
-    def needs_scaler(self) -> bool:
-        """float16 gradients underflow without loss scaling; bfloat16 ones do not."""
-        return self.dtype == torch.float16
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
-
-    @property
-    def name(self) -> str:
-        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-
-
-def resolve_amp(amp: bool | None, device: torch.device) -> AmpSettings:
-    """Mixed precision on CUDA (bf16 when supported, else fp16 + GradScaler); off on the CPU."""
-    if device.type != "cuda":
-        if amp:
-            logger.warning("--amp applies to CUDA only; training in float32 on %s", device.type)
-        return AmpSettings(device.type)
-    if amp is False:
-        return AmpSettings("cuda")
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return AmpSettings("cuda", dtype)
 
 
 # --------------------------------------------------------------------- one step
@@ -427,111 +158,7 @@ def loss_vector(losses: LossBreakdown) -> torch.Tensor:
     return torch.stack([getattr(losses, name).detach().float().reshape(()) for name in LOGGED_LOSSES])
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or SGD over the parameters that require gradients (a frozen OBC head is left out)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               nesterov=config.momentum > 0)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-# ------------------------------------------------------------------ randomness
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """A 32-bit seed that depends only on (seed, epoch, rank)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank), 0x7A1]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy's legacy global generator and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """The global generators' states as tensors and plain values (``weights_only``-loadable)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
-        "python": {"version": int(py_version), "state": [int(v) for v in py_state], "gauss": py_gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state` (missing parts are left alone)."""
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        s = state["numpy"]
-        np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
-    if "python" in state:
-        s = state["python"]
-        random.setstate((s["version"], tuple(s["state"]), s["gauss"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ------------------------------------------------------------------ Ctrl-C guard
-
-
-class InterruptGuard:
-    """Turns SIGINT into KeyboardInterrupt, but never in the middle of an optimiser step.
-
-    Inside :meth:`critical` a SIGINT is remembered and raised as KeyboardInterrupt when the
-    block ends, so a checkpoint never holds half-updated weights. Outside the main thread
-    (where signal handlers cannot be installed) it does nothing.
-    """
-
-    def __init__(self) -> None:
-        self._critical = False
-        self._pending = False
-        self._previous: Any = None
-        self._installed = False
-
-    def __enter__(self) -> "InterruptGuard":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self._critical:
-            self._pending = True
-        else:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def critical(self) -> Iterator[None]:
-        self._critical = True
-        try:
-            yield
-        finally:
-            self._critical = False
-        if self._pending:
-            self._pending = False
-            raise KeyboardInterrupt
-
-
-# ------------------------------------------------------------------ run folder
+# ------------------------------------------------------------------ result
 
 
 @dataclass
@@ -562,54 +189,6 @@ class TrainResult:
     interrupted: bool = False
     message: str = ""
     model: nn.Module | None = field(default=None, repr=False, compare=False)
-
-
-def _holds_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in (CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE))
-
-
-def prepare_run_dir(config: TrainConfig) -> None:
-    """Check (and with ``force`` clear) the run folder. Writes nothing else.
-
-    Raises:
-        BadInputError: ``out`` is a file; it holds a run and neither --resume nor --force was
-            given; --resume without a last.pt to resume from.
-    """
-    run_dir = Path(config.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInputError(f"{run_dir}: is a file, not a run folder; choose another --out")
-    if config.resume:
-        if not (run_dir / LAST_CHECKPOINT).is_file():
-            raise BadInputError(
-                f"{run_dir}: nothing to resume (no {LAST_CHECKPOINT}); drop --resume to start a new run"
-                + (" (add --force to replace what is there)" if _holds_run(run_dir) else "")
-            )
-        return
-    if _holds_run(run_dir):
-        if not config.force:
-            raise BadInputError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        logger.info("--force: removed the previous run's files from %s", run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc}); choose another --out") from exc
-    if not os.access(run_dir, os.W_OK):
-        raise BadInputError(f"{run_dir}: the run folder is not writable; choose another --out")
-
-
-def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
-    """Keep only the records of the first ``keep_epochs`` epochs (a resumed run redoes the rest)."""
-    records = [r for r in read_metrics(path) if int(r.get("epoch", 0)) <= keep_epochs]
-    atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in records).encode(), "metrics")
-
-
-def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 # ------------------------------------------------------------------ validation
@@ -860,7 +439,7 @@ class _Run:
                 "package_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
             if config.resume:
-                _rewrite_metrics(self.run_dir / METRICS_FILE, self.epoch)
+                rewrite_metrics(self.run_dir / METRICS_FILE, self.epoch)
                 self.last_record = next(iter(read_metrics(self.run_dir / METRICS_FILE)[-1:]), {})
                 logger.info("resuming %s at epoch %d, step %d", self.run_dir, self.epoch + 1, self.step_in_epoch)
             per_process = config.batch_p * config.batch_k * (2 if config.train_on == "both" else 1)
@@ -894,7 +473,7 @@ class _Run:
         )
 
     def _log_record(self, record: dict[str, Any]) -> None:
-        _append_metrics(self.run_dir / METRICS_FILE, record)
+        append_metrics(self.run_dir / METRICS_FILE, record)
         plot_run_curves(self.run_dir / METRICS_FILE, self.run_dir / CURVES_FILE, title=self.run_dir.name)
 
     # --------------------------------------------------------------------- loop

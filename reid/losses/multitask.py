@@ -32,10 +32,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from common.errors import BadInputError
+from common.options import Option, validate_options
 from reid.losses.obc import obc_loss
 from reid.losses.triplet import global_trihard, local_trihard
 from reid.losses.visibility import visibility_loss
 from reid.models.aligned import ModelOutput
+from reid.options import ALPHA, CLEAN_ANCHORS_ONLY, EXCLUDE_TWIN_POSITIVE, LABEL_SMOOTHING, MARGIN, VISIBILITY_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -58,28 +60,17 @@ class LossConfig:
             alpha; 0 = the visibility head (if any) gets no gradient.
     """
 
-    alpha: float = 0.8
-    margin: float = 0.3
-    id_weight: float = 1.0
-    label_smoothing: float = 0.1
-    local_weight: float = 1.0
-    exclude_twin_positive: bool = False
-    clean_anchors_only: bool = False
-    visibility_weight: float = 0.0
+    alpha: float = ALPHA.field()
+    margin: float = MARGIN.field()
+    id_weight: float = Option(1.0, cli="", low=0.0).field()
+    label_smoothing: float = LABEL_SMOOTHING.field()
+    local_weight: float = Option(1.0, cli="", low=0.0).field()
+    exclude_twin_positive: bool = EXCLUDE_TWIN_POSITIVE.field()
+    clean_anchors_only: bool = CLEAN_ANCHORS_ONLY.field()
+    visibility_weight: float = VISIBILITY_WEIGHT.field()
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise BadInputError(f"--alpha {self.alpha}: must be between 0 and 1 (1 = plain AlignedReID)")
-        if not self.margin > 0.0:
-            raise BadInputError(f"--margin {self.margin}: must be > 0")
-        if not self.id_weight >= 0.0:
-            raise BadInputError(f"id_weight {self.id_weight}: must be >= 0 (LossConfig)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
-        if not self.local_weight >= 0.0:
-            raise BadInputError(f"local_weight {self.local_weight}: must be >= 0 (LossConfig)")
-        if not self.visibility_weight >= 0.0:
-            raise BadInputError(f"--visibility-weight {self.visibility_weight}: must be >= 0 (0 = no visibility head)")
+        validate_options(self)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

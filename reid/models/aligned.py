@@ -64,14 +64,9 @@ from torch import hub, nn
 
 from common.atomic import atomic_open
 from common.errors import BadInputError
+from reid.options import ARCH_DIMS, RETRIEVAL_FEATURES  # noqa: F401 (re-exported: declared torch-free there)
 
 logger = logging.getLogger(__name__)
-
-#: What evaluation may retrieve with: the pooled feature, or the same after the BN neck.
-RETRIEVAL_FEATURES: tuple[str, ...] = ("global", "bn")
-
-#: Architecture name -> width of the last feature map (the global feature dimension).
-ARCH_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
 #: Seconds the connection may stay silent while trying to download ImageNet weights; offline machines
 #: must fall back to random initialisation quickly instead of hanging.

@@ -1,0 +1,245 @@
+"""The configuration of a training run (:class:`TrainConfig`), torch-free.
+
+Each field declares its option once (:class:`common.options.Option` in the field's metadata):
+default, help, command-line name, choices and bounds. :meth:`TrainConfig.validate` checks the
+fields against them (plus the checks that involve several fields); ``reid train`` and
+``reid study`` derive their Click options from them (:mod:`cli.train_options`). Importing this
+module loads neither torch nor the model, so ``reid train --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from common.errors import BadInputError
+from common.options import Option, comma_text, comma_words, int_list, parse_size, size_text, validate_options
+from reid.options import (
+    ALPHA,
+    ARCH_DIMS,
+    CLEAN_ANCHORS_ONLY,
+    DEVICES,
+    EXCLUDE_TWIN_POSITIVE,
+    LABEL_SMOOTHING,
+    MARGIN,
+    OPTIMIZERS,
+    RETRIEVAL_FEATURES,
+    SCHEDULES,
+    TRAIN_ON,
+    VISIBILITY_WEIGHT,
+)
+
+if TYPE_CHECKING:
+    from reid.data.transforms import TransformConfig
+    from reid.losses import LossConfig
+
+#: Config keys that may change when resuming a run (they do not change what is learned).
+RESUME_MUTABLE: frozenset[str] = frozenset(
+    {"epochs", "eval_every", "eval_queries", "workers", "device", "resume", "force", "out", "data"}
+)
+
+
+def _pretrained_text(value: str | None) -> str:
+    return "none" if value is None else str(value)
+
+
+def _pretrained(value: str, option: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on (written to config.json and every checkpoint).
+
+    Attributes:
+        data: the occluded-reid HDF5 file.
+        out: the run folder.
+        arch: torchvision ResNet (resnet18/34/50/101).
+        pretrained: "imagenet", a path to a torchvision state dict, or None (random init).
+        epochs: epochs to train (see the module doc for what an epoch is).
+        batch_p, batch_k: identities per batch and images per identity, per process; with
+            ``train_on="both"`` a batch holds 2 * P * K images (each clean image and its copy).
+        optimizer: "adam" (default, lr 3.5e-4 as in BoT) or "sgd" (momentum, Nesterov).
+        lr: base learning rate; momentum: SGD momentum; weight_decay: L2 on every parameter.
+        warmup_epochs, warmup_factor: linear warm-up from ``warmup_factor * lr`` to ``lr``.
+        schedule: "step" (x ``gamma`` at each of ``milestones``, in epochs) or "cosine".
+        alpha: L = alpha * L_T + (1 - alpha) * L_OBC; 1 = plain AlignedReID.
+        margin: TriHard margin; label_smoothing: identity cross-entropy smoothing.
+        train_on: "clean", "occluded", "both" (every clean image with one of its occluded
+            copies in the same batch) or "augment" (occlusion as a per-image augmentation: each
+            clean image is read as one of its occluded copies with probability ``occlusion_p``).
+        occlusion_p: "augment": the probability (after the ramp) that an image is read occluded.
+        occlusion_ramp_epochs: "augment": ramp the probability linearly from 0 at the first
+            epoch to ``occlusion_p`` at this (0-based) epoch; 0 = no ramp.
+        exclude_twin_positive: an image's own clean/occluded twin is never its mined positive.
+        clean_anchors_only: occluded images are not TriHard anchors (they still feed ID and OBC).
+        retrieval_feature: "global" (AlignedReID) or "bn" (BoT's BNNeck feature) for evaluation.
+        num_stripes: local stripes (AlignedReID: 8 at 256x128); at most the feature map's height
+            (input height / 16 with ``last_stride=1``, / 32 with 2) makes sense.
+        visibility_weight: weight of the per-stripe visibility loss (a term of its own, see
+            :mod:`reid.losses.multitask`); > 0 adds the visibility head to the model
+            (``ModelConfig.visibility_head``), 0 = no head (the default).
+        train_occluders: occluder types whose copies are trained on ("occluded", "both");
+            empty = every type in the file.
+        input_size: network input (H, W).
+        last_stride: 1 (BoT) or 2 (original AlignedReID).
+        random_erasing: Random Erasing augmentation.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        amp: mixed precision; None = on with CUDA (see the module doc for the dtype).
+        workers: data-loader processes.
+        seed: seeds the model initialisation, the sampler and the augmentation.
+        eval_every: validate every N epochs and after the last (0 = never).
+        eval_queries: query sets for validation (see :func:`reid.engine.evaluator.expand_queries`).
+        resume: continue the run in ``out`` from its last.pt.
+        force: delete the run in ``out`` and start over.
+        max_steps_per_epoch: cut every epoch to this many steps (tiny runs, demos).
+    """
+
+    data: str = "data/occluded.h5"
+    out: str = "runs/default"
+    arch: str = Option("resnet50", "ResNet backbone (resnet18 for CPU runs).", choices=tuple(ARCH_DIMS)).field()
+    pretrained: str | None = Option(
+        "imagenet", "Backbone initialisation: torchvision ImageNet weights (cache or download; random init with a "
+                    "warning when offline), none, or a torchvision state-dict file.",
+        metavar="imagenet|none|PATH", text=_pretrained_text, parse=_pretrained).field()
+    epochs: int = Option(120, "Epochs to train.", low=1).field()
+    batch_p: int = Option(16, "Identities per batch (per process under torchrun).", low=2,
+                          why="TriHard needs at least 2 identities per batch").field()
+    batch_k: int = Option(4, "Images per identity; with --train-on both each comes with its occluded copy.",
+                          low=1).field()
+    optimizer: str = Option("adam", "Adam (lr 3.5e-4 as in BoT) or SGD (momentum, Nesterov).",
+                            choices=OPTIMIZERS).field()
+    lr: float = Option(3.5e-4, "Base learning rate.", low=0.0, low_open=True).field()
+    momentum: float = Option(0.9, cli="", low=0.0).field()
+    weight_decay: float = Option(5e-4, "L2 weight decay on every parameter.", low=0.0).field()
+    warmup_epochs: int = Option(10, "Linear warm-up from lr/100 to lr over this many epochs.", low=0).field()
+    warmup_factor: float = Option(0.01, cli="", low=0.0, high=1.0, low_open=True).field()
+    schedule: str = Option("step", "After warm-up: x0.1 at each --milestones epoch, or cosine to 0.",
+                           choices=SCHEDULES).field()
+    milestones: tuple[int, ...] = Option((40, 70), "Step-schedule epochs, comma-separated.", text=comma_text,
+                                         parse=int_list).field()
+    gamma: float = Option(0.1, cli="", low=0.0, high=1.0, low_open=True).field()
+    alpha: float = ALPHA.field()
+    margin: float = MARGIN.field()
+    label_smoothing: float = LABEL_SMOOTHING.field()
+    train_on: str = Option(
+        "both", "both: every batch holds clean images and their occluded copies; augment: occlusion as a "
+                "per-image augmentation (each clean image read as one of its occluded copies with probability "
+                "--occlusion-p, no twin in the batch).", choices=TRAIN_ON).field()
+    train_occluders: tuple[str, ...] = Option(
+        (), "Occluder types (comma-separated, e.g. mean,black) whose copies are trained on with "
+            "--train-on occluded|both|augment. Default: every type in the file.",
+        metavar="TYPES", text=comma_text, parse=comma_words).field()
+    occlusion_p: float = Option(0.5, "--train-on augment: probability that an image is read as one of its "
+                                     "occluded copies.", low=0.0, high=1.0).field()
+    occlusion_ramp_epochs: int = Option(0, "--train-on augment: ramp the probability from 0 to --occlusion-p over "
+                                           "this many epochs (0 = no ramp).", low=0, note="(0 = no ramp)").field()
+    exclude_twin_positive: bool = EXCLUDE_TWIN_POSITIVE.field()
+    clean_anchors_only: bool = CLEAN_ANCHORS_ONLY.field()
+    retrieval_feature: str = Option(
+        "global", "Feature evaluation retrieves with: the pooled feature (AlignedReID) or the same after the BN "
+                  "neck (BoT's BNNeck); recorded in the checkpoint.", choices=RETRIEVAL_FEATURES).field()
+    num_stripes: int = Option(8, "Local stripes of the aligned branch (at most the feature map's height).",
+                              cli="--stripes", low=1).field()
+    visibility_weight: float = VISIBILITY_WEIGHT.field()
+    input_size: tuple[int, int] = Option((256, 128), "Network input size.", cli="--size", metavar="HxW",
+                                         text=size_text, parse=parse_size).field()
+    last_stride: int = Option(1, "Stride of layer4: 1 doubles the last feature map's resolution (BoT) at ~1.7x the "
+                                 "backbone cost for resnet18.", choices=(1, 2)).field()
+    random_erasing: bool = Option(False, "Random Erasing augmentation.", flag=True).field()
+    device: str = Option("auto", "auto: CUDA when available, else the CPU.", choices=DEVICES).field()
+    amp: bool | None = Option(None, "Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA, CUDA "
+                                    "only.", flag=True, tristate=True).field()
+    workers: int = Option(4, "Data-loader processes.", low=0).field()
+    seed: int = Option(0, "Seeds the model initialisation, the sampler and the augmentation.").field()
+    eval_every: int = Option(10, "Validate (R1, mAP on clean and occluded queries) every N epochs and after the "
+                                 "last; 0 = never.", low=0, note="(0 = never)").field()
+    eval_queries: tuple[str, ...] = Option(("clean", "occluded"), "Validation query sets: clean, occluded, "
+                                           "occluded:TYPE, all (comma-separated).",
+                                           text=comma_text, parse=comma_words).field()
+    resume: bool = Option(False, "Continue the run in --out from its last.pt.", flag=True).field()
+    force: bool = Option(False, "Delete the run in --out and start over.", flag=True).field()
+    max_steps_per_epoch: int | None = Option(None, "Cut every epoch to this many steps (tiny runs and demos).",
+                                             low=1).field()
+
+    def __post_init__(self) -> None:
+        # Normalise JSON-ish values (lists, Paths) so that equal configs compare equal.
+        object.__setattr__(self, "data", str(self.data))
+        object.__setattr__(self, "out", str(self.out))
+        if self.pretrained is not None:
+            object.__setattr__(self, "pretrained", str(self.pretrained))
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "eval_queries", tuple(str(q) for q in self.eval_queries))
+        object.__setattr__(self, "train_occluders", tuple(str(t) for t in self.train_occluders))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise BadInputError for option values no run could use: each field against its
+        declared choices and bounds, then the checks that involve several fields."""
+        validate_options(self)
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise BadInputError(message)
+
+        need(all(m > 0 for m in self.milestones), f"--milestones {list(self.milestones)}: epochs must be positive")
+        need(not (self.train_occluders and self.train_on == "clean"),
+             "--train-occluders: applies to --train-on occluded or both; drop it with --train-on clean")
+        need(len(self.input_size) == 2 and min(self.input_size) >= 16,
+             f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
+        need(bool(self.eval_queries), "eval_queries: give at least one query set")
+        need(not (self.resume and self.force), "--resume and --force: pass one of them, not both")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON- and ``weights_only``-safe dict (tuples become lists)."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`. Unknown keys raise BadInputError (another version)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError(f"training config: unknown keys {unknown}; it was written by another version")
+        return cls(**data)
+
+    @property
+    def loss_config(self) -> LossConfig:
+        from reid.losses import LossConfig
+
+        return LossConfig(alpha=self.alpha, margin=self.margin, label_smoothing=self.label_smoothing,
+                          exclude_twin_positive=self.exclude_twin_positive,
+                          clean_anchors_only=self.clean_anchors_only,
+                          visibility_weight=self.visibility_weight)
+
+    @property
+    def transform_config(self) -> TransformConfig:
+        from reid.data.transforms import TransformConfig
+
+        return TransformConfig(size=self.input_size, random_erasing=self.random_erasing)
+
+
+def config_differences(given: TrainConfig, recorded: dict[str, Any]) -> list[str]:
+    """Keys (outside :data:`RESUME_MUTABLE`) whose value in ``given`` differs from ``recorded``.
+
+    ``recorded`` is a :meth:`TrainConfig.to_dict` from a checkpoint; a key it lacks (written
+    before that option existed) counts as its default. Returns "key: recorded -> given"
+    strings, sorted by key.
+    """
+    mine = given.to_dict()
+    defaults = TrainConfig().to_dict()
+    out = []
+    for key in sorted(mine):
+        if key in RESUME_MUTABLE:
+            continue
+        theirs = recorded.get(key, defaults[key])
+        if isinstance(theirs, tuple):
+            theirs = list(theirs)
+        if theirs != mine[key]:
+            out.append(f"{key}: {theirs!r} -> {mine[key]!r}")
+    return out

@@ -1,0 +1,114 @@
+"""Each option declared once: config fields carry default, help, range and choices; the Click
+options of `reid train`, `reid study` and `occsim generate` are derived from them; --help
+loads no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from cli.options import values_from_cli
+from cli.reid_study import study_command
+from cli.reid_train import train_command
+from common.errors import BadInputError
+from common.options import Option, options_of
+from occsim.occluders import OccluderParams
+from reid.engine.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Every option `reid train` had before its options were derived from TrainConfig: none may go.
+TRAIN_FLAGS = {
+    "--data", "--out", "--name", "--alpha", "--train-on", "--train-occluders", "--arch", "--pretrained", "--epochs",
+    "--batch-p", "--batch-k", "--optimizer", "--lr", "--weight-decay", "--warmup-epochs", "--schedule",
+    "--milestones", "--margin", "--label-smoothing", "--size", "--last-stride", "--stripes", "--random-erasing",
+    "--occlusion-p", "--occlusion-ramp-epochs", "--retrieval-feature", "--exclude-twin-positive",
+    "--clean-anchors-only", "--visibility-weight", "--device", "--amp", "--workers", "--seed",
+    "--max-steps-per-epoch", "--eval-every", "--eval-queries", "--resume", "--force",
+}
+
+
+def _derived(command: click.Command, config_cls: type) -> dict[str, click.Option]:
+    declared = {name for name, _ in options_of(config_cls)}
+    return {p.name: p for p in command.params if isinstance(p, click.Option) and p.name in declared}
+
+
+def test_train_options_are_the_config_fields_with_their_defaults_and_choices() -> None:
+    flags = {opt for p in train_command.params for opt in p.opts}
+    assert TRAIN_FLAGS <= flags
+    params = _derived(train_command, TrainConfig)
+    declared = dict(options_of(TrainConfig))
+    assert set(params) == {name for name, o in declared.items() if o.cli != ""}
+    # Click's defaults, read back as the config reads them, are the dataclass defaults.
+    raw = {name: p.default for name, p in params.items()}
+    values = values_from_cli(TrainConfig, list(params), raw)
+    defaults = TrainConfig()
+    for name, value in values.items():
+        assert value == getattr(defaults, name), name
+    for name, p in params.items():
+        if declared[name].choices is not None:
+            assert tuple(p.type.choices) == tuple(str(c) for c in declared[name].choices), name
+        assert p.help == declared[name].help, name
+    assert params["batch_p"].type.min == 2 and params["alpha"].type.max == 1.0
+    assert params["amp"].default is None and params["amp"].secondary_opts == ["--no-amp"]
+
+
+def test_study_shares_the_training_options_and_overrides_only_the_alpha_help() -> None:
+    study, train = _derived(study_command, TrainConfig), _derived(train_command, TrainConfig)
+    assert set(train) - set(study) == {"train_on", "train_occluders", "eval_every", "eval_queries", "resume", "force"}
+    assert study["alpha"].default == train["alpha"].default == TrainConfig.alpha
+    assert study["alpha"].help.startswith("occluders grid")
+
+
+def test_generate_occluder_options_come_from_occluder_params() -> None:
+    from cli.occsim_cli import generate
+
+    params = _derived(generate, OccluderParams)
+    assert set(params) == {"patch", "area_min", "area_max", "ratio_min", "ratio_max"}
+    for name, p in params.items():
+        assert p.default == getattr(OccluderParams(), name), name
+    with pytest.raises(BadInputError, match=r"^--area-max 1.5: must be a fraction of the image in \(0, 1\]"):
+        OccluderParams(area_max=1.5).validate()
+
+
+def test_alpha_is_declared_once_and_checked_the_same_by_both_configs() -> None:
+    from reid.losses import LossConfig
+
+    assert TrainConfig.alpha == LossConfig.alpha
+    for make in (lambda: TrainConfig(alpha=1.5), lambda: LossConfig(alpha=1.5)):
+        with pytest.raises(BadInputError, match=r"^--alpha 1.5: must be between 0 and 1 \(1 = plain AlignedReID\)$"):
+            make()
+    result = CliRunner().invoke(train_command, ["--alpha", "1.5"])
+    assert result.exit_code == 2 and "0.0<=x<=1.0" in result.output
+
+
+@pytest.mark.parametrize("option, value, message", [
+    (Option(1, low=1), 0, "--x 0: must be at least 1"),
+    (Option(0, low=0), -1, "--x -1: must be >= 0"),
+    (Option(0.3, low=0.0, low_open=True), 0.0, "--x 0.0: must be > 0"),
+    (Option(0.1, low=0.0, high=1.0, high_open=True), 1.0, r"--x 1.0: must be in \[0, 1\)"),
+    (Option(0.1, low=0.0, high=1.0, low_open=True), float("nan"), r"--x nan: must be in \(0, 1\]"),
+    (Option("a", choices=("a", "b")), "c", "--x 'c': use one of a, b"),
+    (Option(1, choices=(1, 2), cli="--stride"), 3, "--stride 3: use one of 1, 2"),
+    (Option(1.0, cli="", low=0.0), -1.0, "^x -1.0: must be >= 0"),
+])
+def test_option_checks_name_the_option_and_the_range(option: Option, value: object, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        option.check("x", value)
+    option.check("x", option.default)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["study", "--help"]])
+def test_help_loads_no_torch(argv: list[str]) -> None:
+    code = ("import sys\nfrom cli.reid_cli import main\n"
+            f"try:\n    main({argv!r}, prog_name='reid')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy', 'h5py') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY []" in proc.stdout and "Usage: reid" in proc.stdout
