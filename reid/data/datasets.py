@@ -32,12 +32,12 @@ from common.errors import BadInputError
 from occsim.store import SplitManifest, open_h5, pixel_read_error, read_store
 from reid.data.sampler import SampleKey
 from reid.data.transforms import EvalTransform, TrainTransform, TransformConfig, item_rng
+from reid.options import TRAIN_ON  # declared once, torch-free (TrainConfig's choices)
 
 logger = logging.getLogger(__name__)
 
 
 TrainOn = Literal["clean", "occluded", "both", "augment"]
-TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both", "augment")
 # A transform maps a list of uint8 [h, w, 3] images plus one generator to a list of
 # uint8 tensors [3, H, W], applying the same random draws to every image of the list.
 Transform = Callable[[Sequence[np.ndarray], np.random.Generator], list[torch.Tensor]]
