@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from common.atomic import atomic_write_bytes, atomic_write_json
 from common.errors import BadInputError
+from common.workers import cap_workers
 from reid.inference.features_file import FeatureBlock, write_features
 from reid.inference.images import SPLITS, ImageList, decode_file, list_images
 
@@ -353,7 +354,7 @@ def _embed_remaining(config: EmbedConfig, listing: ImageList, embedder: Any, spo
     loader = torch.utils.data.DataLoader(
         _Items(listing, embedder.spec.input_size),
         batch_sampler=batches,
-        num_workers=config.workers,
+        num_workers=cap_workers(config.workers),  # more processes than usable CPUs only contend
         collate_fn=_collate,
         pin_memory=embedder.device.type == "cuda",
     )
