@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import handle_bad_input, split_commas
+from reid.options import DEVICES
 
 
 @click.command("embed")
@@ -21,7 +22,7 @@ from cli.common import handle_bad_input, split_commas
 @click.option("--flip/--no-flip", default=False, show_default=True, help="Average with the mirrored image's features.")
 @click.option("--local/--no-local", default=True, show_default=True,
               help="Also store the stripe features (needed by `reid search --distance global+local`).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images (0: in the main process).")

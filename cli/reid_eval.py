@@ -8,6 +8,7 @@ import click
 
 from cli.common import handle_bad_input, split_commas
 from common.errors import BadInputError
+from reid.options import DEVICES, DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES
 
 
 def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -24,15 +25,15 @@ def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Query set: clean, occluded (one row per occluder type in the file), occluded:TYPE "
                    "(e.g. occluded:mean) or all (clean + every occluded type). Repeatable or comma-separated. "
                    "Default: all.")
-@click.option("--gallery", type=click.Choice(["clean", "all"]), default="clean", show_default=True,
+@click.option("--gallery", type=click.Choice(GALLERY_CHOICES), default="clean", show_default=True,
               help="clean: the clean gallery rows (the standard setting); all: every gallery row "
                    "(differs only for files made with --occlude-gallery).")
-@click.option("--distance", type=click.Choice(["global", "local", "global+local"]), default="global",
+@click.option("--distance", type=click.Choice(DISTANCE_CHOICES), default="global",
               show_default=True,
               help="Retrieval distance. AlignedReID retrieves with the global feature alone by default (the "
                    "aligned local branch mainly helps training); local is the aligned stripe distance and "
                    "global+local their sum.")
-@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True,
+@click.option("--metric", type=click.Choice(METRIC_CHOICES), default="euclidean", show_default=True,
               help="Distance on the global feature.")
 @click.option("--visibility", type=click.Choice(["auto", "on", "off", "both"]), default="auto", show_default=True,
               help="Visibility-weighted aligned distance (models trained with --visibility-weight): stripes that "
@@ -41,7 +42,7 @@ def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:
                    "twice, the weighted rows named SET+vis.")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3).")
 @click.option("--flip", is_flag=True, help="Average each image's features with those of its mirror image.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--shortlist", type=click.IntRange(min=1), default=None, metavar="K",
               help="With --distance global+local: aligned distance only for each query's K nearest gallery "

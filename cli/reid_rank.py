@@ -8,6 +8,7 @@ import click
 
 from cli.common import handle_bad_input
 from cli.reid_saliency import parse_ids
+from reid.options import DEVICES, DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES
 
 
 @click.command("rank")
@@ -23,10 +24,10 @@ from cli.reid_saliency import parse_ids
               help="Queries drawn at random (with --seed) among those with a match in the gallery.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Gallery images per query.")
-@click.option("--gallery", type=click.Choice(["clean", "all"]), default="clean", show_default=True)
-@click.option("--distance", type=click.Choice(["global", "local", "global+local"]), default="global", show_default=True)
-@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--gallery", type=click.Choice(GALLERY_CHOICES), default="clean", show_default=True)
+@click.option("--distance", type=click.Choice(DISTANCE_CHOICES), default="global", show_default=True)
+@click.option("--metric", type=click.Choice(METRIC_CHOICES), default="euclidean", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/rank"), show_default=True,
               help="Folder for the PNGs (one per query, plus rank_sheet.png).")

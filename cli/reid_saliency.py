@@ -8,6 +8,7 @@ import click
 
 from cli.common import handle_bad_input, parse_numbers
 from common.errors import BadInputError
+from reid.options import DEVICES
 
 
 def parse_ids(value: str | None) -> list[int] | None:
@@ -36,7 +37,7 @@ def parse_ids(value: str | None) -> list[int] | None:
 @click.option("--target", type=click.Choice(["similarity", "obc"]), default="similarity", show_default=True,
               help="similarity: cosine similarity of the occluded image's embedding to its clean original's; "
                    "obc: the OBC head's occluded logit.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--scale", type=click.IntRange(min=1, max=8), default=3, show_default=True, help="Image upscaling in the figures.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/saliency"), show_default=True,

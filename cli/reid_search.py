@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import handle_bad_input
+from reid.options import DEVICES, METRIC_CHOICES
 
 
 @click.command("search")
@@ -17,10 +18,10 @@ from cli.common import handle_bad_input
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
 @click.option("--distance", type=click.Choice(["global", "global+local"]), default="global", show_default=True,
               help="global+local adds AlignedReID's aligned stripe distance (as `reid eval`).")
-@click.option("--metric", type=click.Choice(["euclidean", "cosine"]), default="euclidean", show_default=True)
+@click.option("--metric", type=click.Choice(METRIC_CHOICES), default="euclidean", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Checkpoint for image queries. Default: the one the gallery was embedded with (checked by fingerprint).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Query images per forward pass.")
 @click.option("--figures", type=click.IntRange(min=0), default=20, show_default=True,

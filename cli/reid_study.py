@@ -10,6 +10,7 @@ import click
 from cli.common import handle_bad_input, parse_numbers, split_commas
 from cli.options import config_options
 from cli.train_options import int_list, pop_training_kwargs, shared_training_options
+from reid.options import DISTANCE_CHOICES
 from reid.engine.config import TrainConfig
 
 
@@ -32,7 +33,7 @@ from reid.engine.config import TrainConfig
 @click.option("--cells", default="", metavar="NAMES",
               help="recipe grid: the rows to run, comma-separated (baseline, paper-obc, pairs-twin-free, "
                    "pairs-clean-anchors, augment, augment-ramp, augment-erasing, augment-visibility). Default: all.")
-@click.option("--distance", type=click.Choice(["global", "local", "global+local"]), default="global",
+@click.option("--distance", type=click.Choice(DISTANCE_CHOICES), default="global",
               show_default=True, help="Retrieval distance every cell is evaluated with.")
 @shared_training_options
 @handle_bad_input

@@ -18,6 +18,10 @@ TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both", "augment")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 SCHEDULES: tuple[str, ...] = ("step", "cosine")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Evaluation choices (``reid eval``, ``rank``, ``study``; see :mod:`reid.engine.evaluator`).
+GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")
+DISTANCE_CHOICES: tuple[str, ...] = ("global", "local", "global+local")
+METRIC_CHOICES: tuple[str, ...] = ("euclidean", "cosine")
 
 # Options of the multi-task loss, shared by LossConfig and TrainConfig.
 ALPHA = Option(0.8, "L = alpha * L_AlignedReID + (1 - alpha) * L_OBC; 1 = plain AlignedReID.",

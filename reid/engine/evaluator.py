@@ -40,12 +40,10 @@ from occsim.store import StoreInfo, read_store
 from reid.distance import combined_distance, shortlist_aligned_distance
 from reid.engine.features import DEFAULT_INPUT_SIZE, Features, extract_features
 from reid.metrics.protocol import evaluate
+from reid.options import DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")
-DISTANCE_CHOICES: tuple[str, ...] = ("global", "local", "global+local")
-METRIC_CHOICES: tuple[str, ...] = ("euclidean", "cosine")
 VISIBILITY_CHOICES: tuple[str, ...] = ("auto", "on", "off", "both")
 #: Appended to a query set's name for its visibility-weighted row under ``visibility="both"``.
 VISIBILITY_SUFFIX = "+vis"
