@@ -235,10 +235,12 @@ def _write_chunk(path: Path, indices: list[int], parts: dict[str, list[np.ndarra
     atomic_write_bytes(path, buffer.getvalue(), what="embedding chunk")
 
 
-def _read_chunk(path: Path) -> dict[str, np.ndarray]:
+def _read_chunk(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a chunk file (only ``keys`` when given: an .npz reads each array on demand,
+    so the row counts of a large run do not read its features)."""
     try:
         with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+            return {k: data[k] for k in (keys or data.files)}
     except (OSError, ValueError, KeyError) as exc:
         raise BadInputError(f"{path}: unreadable chunk of an interrupted run; delete {path.parent} to start over") from exc
 
@@ -273,7 +275,7 @@ def run_embed(config: EmbedConfig, on_chunk: Callable[[int, int], None] | None =
     per_chunk = config.batches_per_chunk
     n = len(listing)
     first_item = min(n, len(done_chunks) * per_chunk * config.batch_size)
-    resumed_rows = sum(len(_read_chunk(p)["index"]) for p in done_chunks)
+    resumed_rows = sum(len(_read_chunk(p, ("index",))["index"]) for p in done_chunks)
     if done_chunks:
         logger.info("--resume: %d of %d images already embedded in %s", first_item, n, spool)
     started = time.perf_counter()
@@ -294,8 +296,9 @@ def run_embed(config: EmbedConfig, on_chunk: Callable[[int, int], None] | None =
         "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std),
         "flip": bool(config.flip), "package_version": _package_version(),
     }
-    counts = [len(_read_chunk(p)["index"]) for p in chunks]
-    skipped = [(listing.names[int(i)], str(r)) for p in chunks for i, r in _bad_of(_read_chunk(p))]
+    rows = [_read_chunk(p, ("index", "bad_index", "bad_reason")) for p in chunks]
+    counts = [len(chunk["index"]) for chunk in rows]
+    skipped = [(listing.names[int(i)], str(r)) for chunk in rows for i, r in _bad_of(chunk)]
     write_features(out, attrs, _blocks(chunks, listing, config.local), sum(counts), skipped)
     shutil.rmtree(spool, ignore_errors=True)
     for path, reason in skipped:
