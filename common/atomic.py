@@ -110,25 +110,48 @@ def check_output_folder(folder: str | os.PathLike, what: str = "outputs", option
     return folder
 
 
+class AtomicTarget:
+    """A temporary file beside ``path`` (:func:`temporary_beside`: created empty, those of
+    killed writers swept; the folder is created) that :meth:`commit` renames onto ``path`` and
+    :meth:`discard` removes. For writers whose end is not the end of one ``with`` block (the
+    HDF5 store commits in ``finish``); others use :func:`atomic_path`.
+
+    Raises:
+        OSError: the folder or the temporary file cannot be made.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = temporary_beside(self.path)
+        os.close(fd)
+        self.tmp = Path(tmp_name)
+
+    def commit(self) -> Path:
+        """Rename the temporary file onto ``path`` (atomic on one file system)."""
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary file (nothing when it was committed)."""
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (:func:`temporary_beside`, the file exists and is
+    """Yield a temporary path beside ``path`` (:class:`AtomicTarget`, the file exists and is
     empty) for the caller to write; it is renamed onto ``path`` when the block ends without an
     exception and removed otherwise (KeyboardInterrupt included). The folder is created.
 
     Raises:
         OSError: the folder or the temporary file cannot be made, or the rename fails.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = temporary_beside(path)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    target = AtomicTarget(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield target.tmp
+        target.commit()
     finally:
-        tmp.unlink(missing_ok=True)  # gone already after the rename
+        target.discard()  # gone already after the rename
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from occsim import __version__
-from common.atomic import sweep_leftovers
+from common.atomic import AtomicTarget, sweep_leftovers
 from common.errors import BadInputError
 from occsim.schema import (
     FORMAT,
@@ -149,27 +149,38 @@ class StoreWriter:
         self.path = Path(path)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.force = force
-        self.tmp_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self._target: AtomicTarget | None = None
         self._file: h5py.File | None = None
         self._manifests: dict[str, SplitManifest] = {}
         self._written: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> "StoreWriter":
         check_output_path(self.path, self.force)
-        # A run killed with SIGKILL leaves its temporary file; the next one writing here removes it.
+        # A run killed with SIGKILL leaves its temporary file; the next one writing here removes
+        # it (AtomicTarget's names; ".NAME.partial-PID" is what earlier versions left).
         sweep_leftovers(self.path.parent, re.compile(re.escape(f".{self.path.name}.partial-") + r"(\d+)"))
         try:
-            self._file = h5py.File(self.tmp_path, "w")
+            self._target = AtomicTarget(self.path)
+            self._file = h5py.File(self._target.tmp, "w")
         except OSError as exc:
+            self._discard()
             raise BadInputError(f"{self.path.parent}: cannot write there ({exc.strerror or exc}); choose another --out") from exc
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self.tmp_path.exists():
-            self.tmp_path.unlink()
+        if self._target is not None:
+            self._target.discard()  # nothing left to remove after finish()
+
+    @property
+    def tmp_path(self) -> Path | None:
+        """The file being written (renamed onto ``path`` by :meth:`finish`)."""
+        return None if self._target is None else self._target.tmp
 
     def add_split(self, split: str, manifest: SplitManifest) -> None:
         """Create the split group and write its manifest; pixels follow via :meth:`write_images`."""
@@ -219,7 +230,8 @@ class StoreWriter:
         attrs["fingerprint"] = fingerprint
         self._file.close()
         self._file = None
-        os.replace(self.tmp_path, self.path)
+        assert self._target is not None
+        self._target.commit()
         logger.info("wrote %s (fingerprint %s)", self.path, fingerprint[:12])
         return fingerprint
 

@@ -275,12 +275,15 @@ def test_the_next_store_writer_sweeps_partial_files_of_dead_runs(tmp_path: Path)
 
     from tests.conftest import write_tiny_store
 
-    dead, alive = tmp_path / f".o.h5.partial-{_dead_pid()}", tmp_path / f".o.h5.partial-{os.getppid()}"
-    other = tmp_path / f".other.h5.partial-{_dead_pid()}"
-    for path in (dead, alive, other):
+    dead, alive = tmp_path / f".o.h5.{_dead_pid()}-k1ll3d.tmp", tmp_path / f".o.h5.{os.getppid()}-l1v3.tmp"
+    legacy = tmp_path / f".o.h5.partial-{_dead_pid()}"  # the name earlier versions used
+    other = tmp_path / f".other.h5.{_dead_pid()}-x.tmp"
+    for path in (dead, alive, legacy, other):
         path.write_bytes(b"19 MB of a killed run")
     write_tiny_store(tmp_path / "o.h5")
-    assert not dead.exists() and alive.exists() and other.exists()  # a live run's file and other names stay
+    assert not dead.exists() and not legacy.exists()
+    assert alive.exists() and other.exists()  # a live run's file and other names stay
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "o.h5"])
 
 
 def test_atomic_writes_sweep_temporaries_of_dead_writers(tmp_path: Path) -> None:
