@@ -63,16 +63,29 @@ def sweep_leftovers(folder: str | os.PathLike, pattern: re.Pattern[str]) -> list
     return removed
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions ``open``/``mkdir`` would give a new file (0o666) or folder (0o777) under
+    the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def temporary_beside(path: str | os.PathLike) -> tuple[int, str]:
     """Create ``.<name>.<pid>-<random>.tmp`` beside ``path`` for an atomic write, after removing
     those that killed writers of the same name left behind (:func:`sweep_leftovers`).
+
+    The file gets the permissions a plain ``open`` would give it (``mkstemp`` makes it 0600,
+    which the rename would carry over to the output, unreadable by the rest of a team).
 
     Returns:
         (open file descriptor, temporary path), as :func:`tempfile.mkstemp`.
     """
     path = Path(path)
     sweep_leftovers(path.parent, re.compile(re.escape(f".{path.name}.") + r"(\d+)-[^/]*\.tmp"))
-    return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, default_mode())
+    return fd, name
 
 
 def check_output_file(path: str | os.PathLike, what: str = "file", option: str = "--out") -> Path:

@@ -45,6 +45,11 @@ def test_layout_and_names(tiny: tuple[Path, synth.SynthSummary]) -> None:
     assert sorted(p.name for p in root.iterdir()) == sorted([TRAIN_DIR, GALLERY_DIR, QUERY_DIR])
     # The temporary sibling folder is gone: the parent holds only the finished set.
     assert [p.name for p in root.parent.iterdir()] == ["market"]
+    # A plain mkdir's permissions (mkdtemp's 0700 would hide the set from the rest of a team).
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    assert root.stat().st_mode & 0o777 == 0o777 & ~mask
     train, gallery, query = (_parse(root / d) for d in (TRAIN_DIR, GALLERY_DIR, QUERY_DIR))
     assert len(train) == summary.n_train_images
     assert len(gallery) == summary.n_gallery_images

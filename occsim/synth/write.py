@@ -21,6 +21,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from common.atomic import default_mode
 from common.errors import BadInputError
 from common.workers import cap_workers
 from occsim.synth.draw import render_image
@@ -102,6 +103,7 @@ def synthesize_market(out_dir: Path, config: SynthConfig, workers: int = 1, forc
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        tmp.chmod(default_mode(directory=True))  # mkdtemp's 0700 would stay on the renamed output
     except OSError as exc:
         raise BadInputError(f"{out_dir}: cannot create the output folder ({exc.strerror}); "
                             f"pick a writable --out") from exc
