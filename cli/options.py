@@ -30,9 +30,11 @@ def click_option(field_name: str, option: Option, help: str | None = None) -> Ca
     flag = option.flag_name(field_name)
     text = help if help is not None else option.help
     if option.flag:
-        if option.tristate:
+        if option.tristate:  # None = decided later (e.g. --amp: on with CUDA)
             return click.option(f"{flag}/--no-{flag[2:]}", field_name, default=None, help=text)
-        return click.option(flag, field_name, is_flag=True, default=bool(option.default), help=text)
+        if option.default:  # on by default: the way to turn it off is --no-NAME
+            return click.option(f"{flag}/--no-{flag[2:]}", field_name, default=True, show_default=True, help=text)
+        return click.option(flag, field_name, is_flag=True, default=False, help=text)
     kwargs: dict[str, Any] = {"help": text, "metavar": option.metavar}
     default = option.default
     if option.choices is not None:

@@ -7,38 +7,31 @@ from typing import Any
 
 import click
 
-from cli.common import handle_bad_input, parse_numbers, split_commas
-from cli.options import config_options
-from cli.train_options import int_list, pop_training_kwargs, shared_training_options
-from reid.options import DISTANCE_CHOICES
+from cli.common import handle_bad_input
+from cli.options import config_options, values_from_cli
+from cli.train_options import pop_training_kwargs, shared_training_options
 from reid.engine.config import TrainConfig
+from reid.study_config import GRIDS, StudyConfig
+
+#: StudyConfig's fields that are `reid study` options.
+STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance")
 
 
 @click.command("study")
-@click.argument("grid", type=click.Choice(["table1", "alpha", "occluders", "recipe"]))
+@click.argument("grid", type=click.Choice(GRIDS))
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
               help="The occluded-reid HDF5 file made by `occsim generate`.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder. Default: reports/GRID.")
-@click.option("--seeds", default="0", show_default=True,
-              help="Comma-separated seeds: one run per cell and seed; the report gives mean ± std.")
-@click.option("--alphas", default="1,0.9,0.8,0.6,0.4", show_default=True, help="alpha grid: the values to sweep.")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="alpha grid: share of training identities held out for selection.")
+@config_options(StudyConfig, ("seeds", "alphas", "val_fraction"))
 @config_options(TrainConfig, ("alpha",), help={"alpha": "occluders grid: the alpha every cell trains with."})
-@click.option("--saliency/--no-saliency", default=True, show_default=True,
-              help="table1 grid: Grad-CAM sheets of the three models on occluded queries.")
+@config_options(StudyConfig, ("saliency",))
 @click.option("--test-data", "test_data", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
               help="Another occluded-reid file every cell is also evaluated on (e.g. Occluded-REID for the "
                    "train-on-Market protocol); its query sets become extra report columns. Repeatable.")
-@click.option("--cells", default="", metavar="NAMES",
-              help="recipe grid: the rows to run, comma-separated (baseline, paper-obc, pairs-twin-free, "
-                   "pairs-clean-anchors, augment, augment-ramp, augment-erasing, augment-visibility). Default: all.")
-@click.option("--distance", type=click.Choice(DISTANCE_CHOICES), default="global",
-              show_default=True, help="Retrieval distance every cell is evaluated with.")
+@config_options(StudyConfig, ("cells", "distance"))
 @shared_training_options
 @handle_bad_input
-def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: str, val_fraction: float,
-                  alpha: float, saliency: bool, test_data: tuple[Path, ...], cells: str, distance: str,
+def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_data: tuple[Path, ...],
                   **options: Any) -> None:
     """Run the experiment grid GRID and write report.md, results.json and figures.
 
@@ -54,15 +47,13 @@ def study_command(grid: str, data: Path, out: Path | None, seeds: str, alphas: s
     Finished cells are reused when the study is run again.
     """
     from common.atomic import check_output_folder
-    from reid.study import StudyConfig, run_study
+    from reid.study import run_study
 
+    study = values_from_cli(StudyConfig, STUDY_NAMES, options)
     training = pop_training_kwargs(options)
     base = TrainConfig(data=str(data), alpha=alpha, eval_every=0, **training)
-    config = StudyConfig(
-        grid=grid, data=data, out=out or Path("reports") / grid, base=base, seeds=int_list(seeds, "--seeds"),
-        alphas=parse_numbers(alphas, "--alphas", float, "numbers", "1,0.8,0.6"), val_fraction=val_fraction, device=training["device"], saliency=saliency,
-        test_data=tuple(test_data), cells=split_commas(cells), distance=distance,
-    )
+    config = StudyConfig(grid=grid, data=data, out=out or Path("reports") / grid, base=base,
+                         device=training["device"], test_data=tuple(test_data), **study)
     check_output_folder(config.out, "study report")  # before any training
     report = run_study(config)
     click.echo(report.tables)

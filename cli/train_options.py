@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from cli.options import cli_names, config_options, values_from_cli
-from common.options import int_list  # noqa: F401 (used by `reid study`)
 from reid.engine.config import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,130 +42,15 @@ from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
 from reid.engine.runs import LAST_CHECKPOINT
-from reid.engine.config import TrainConfig
+from reid.study_config import DEFAULT_ALPHAS, GRIDS, RECIPE_CELLS, Cell, StudyConfig  # noqa: F401 (public names)
 from reid.engine.trainer import validation_score as trainer_validation_score
 
 logger = logging.getLogger(__name__)
 
-GRIDS: tuple[str, ...] = ("table1", "alpha", "occluders", "recipe")
-DEFAULT_ALPHAS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.6, 0.4)
 # The paper's Table 1, CMC@10 in percent: (Market-1501, Occluded Market-1501).
 PAPER_TABLE1: dict[str, tuple[float, float]] = {"aligned-clean": (95.61, 18.20), "aligned-obc": (77.40, 30.94)}
 RESULT_FILE = "result.json"
 METRICS: tuple[str, ...] = ("r1", "r5", "r10", "mAP", "mINP")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One training run of a grid.
-
-    Attributes:
-        name: folder-safe identifier ("aligned-obc").
-        label: what the report calls it ("AlignedReID + OBC").
-        alpha: L = alpha * L_T + (1 - alpha) * L_O.
-        train_on: "clean", "occluded" or "both".
-        train_occluders: occluder types whose copies the run trains on; empty = every type.
-        on_validation: train on the validation file (train identities minus the held-out ones).
-        overrides: other :class:`TrainConfig` fields this cell sets, as (name, value) pairs.
-        cost: images trained on per sampled item (2 for ``both``: each clean image and its
-            copy). A cell of cost c trains ``epochs / c`` epochs (warm-up and milestones scaled
-            alike), so that every row of the recipe grid gets the same compute budget.
-        ramp_occlusion: ramp the occlusion probability of ``augment`` over the whole run.
-    """
-
-    name: str
-    label: str
-    alpha: float
-    train_on: str
-    train_occluders: tuple[str, ...] = ()
-    on_validation: bool = False
-    overrides: tuple[tuple[str, Any], ...] = ()
-    cost: int = 1
-    ramp_occlusion: bool = False
-
-    def train_config(self, base: TrainConfig, **fields: Any) -> TrainConfig:
-        """``base`` with this cell's settings, its budget scaled by :attr:`cost`, and ``fields``."""
-        budget: dict[str, Any] = {}
-        if self.cost != 1:
-            budget = {"epochs": max(1, round(base.epochs / self.cost)),
-                      "warmup_epochs": round(base.warmup_epochs / self.cost),
-                      "milestones": tuple(max(1, round(m / self.cost)) for m in base.milestones)}
-        config = replace(base, alpha=self.alpha, train_on=self.train_on, train_occluders=self.train_occluders,
-                         **budget, **dict(self.overrides), **fields)
-        if self.ramp_occlusion:  # from 0 at the first epoch to occlusion_p at the last
-            config = replace(config, occlusion_ramp_epochs=max(1, config.epochs - 1))
-        return config
-
-
-#: The recipe grid (issue "a training recipe that wins both columns"): the clean-only
-#: baseline, the paper's OBC recipe, and the variants that change one thing about how
-#: occlusion is shown to the network. Every row gets the same compute (see ``Cell.cost``).
-RECIPE_CELLS: tuple[Cell, ...] = (
-    Cell("baseline", "clean-only baseline", 1.0, "clean"),
-    Cell("paper-obc", "paper: clean + occluded pairs, OBC", 0.8, "both", cost=2),
-    Cell("pairs-twin-free", "pairs, OBC, twin never the mined positive", 0.8, "both",
-         overrides=(("exclude_twin_positive", True),), cost=2),
-    Cell("pairs-clean-anchors", "pairs, OBC, clean TriHard anchors only", 0.8, "both",
-         overrides=(("clean_anchors_only", True),), cost=2),
-    Cell("augment", "occlusion as augmentation p=0.5, OBC", 0.8, "augment", overrides=(("occlusion_p", 0.5),)),
-    Cell("augment-ramp", "occlusion as augmentation, p ramped 0→0.5, OBC", 0.8, "augment",
-         overrides=(("occlusion_p", 0.5),), ramp_occlusion=True),
-    Cell("augment-erasing", "occlusion as augmentation p=0.5 + Random Erasing, OBC", 0.8, "augment",
-         overrides=(("occlusion_p", 0.5), ("random_erasing", True))),
-    Cell("augment-visibility", "occlusion as augmentation p=0.5, OBC + visibility head", 0.8, "augment",
-         overrides=(("occlusion_p", 0.5), ("visibility_weight", 1.0))),
-)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """A study: which grid, on which data, with which training options for every cell.
-
-    Attributes:
-        grid: one of :data:`GRIDS`.
-        data: the occluded-reid HDF5 file.
-        out: the report folder.
-        base: the training options every cell starts from (arch, size, epochs, batch, ...).
-        seeds: one run per cell and seed; the report gives mean +- std over seeds.
-        alphas: the alpha grid's values.
-        val_fraction: share of training identities held out for the alpha grid's selection.
-        device: evaluation device ("auto", "cpu", "cuda").
-        saliency: draw Grad-CAM sheets for the table1 grid (baseline vs OBC).
-        test_data: other occluded-reid files every cell is also evaluated on (cross-dataset).
-        cells: the recipe grid's rows to run (names of :data:`RECIPE_CELLS`); empty = all.
-        distance: retrieval distance every cell is evaluated with ("global", "local",
-            "global+local"; a checkpoint with a visibility head uses the visibility-weighted
-            aligned distance for the local part).
-    """
-
-    grid: str
-    data: Path
-    out: Path
-    base: TrainConfig
-    seeds: tuple[int, ...] = (0,)
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    val_fraction: float = 0.2
-    device: str = "auto"
-    saliency: bool = True
-    test_data: tuple[Path, ...] = ()
-    cells: tuple[str, ...] = ()
-    distance: str = "global"
-
-    def __post_init__(self) -> None:
-        if self.grid not in GRIDS:
-            raise BadInputError(f"study grid {self.grid!r}: use one of {', '.join(GRIDS)}")
-        known = [c.name for c in RECIPE_CELLS]
-        unknown = [c for c in self.cells if c not in known]
-        if unknown:
-            raise BadInputError(f"--cells {unknown[0]!r}: unknown recipe cell; use some of {', '.join(known)}")
-        if self.cells and self.grid != "recipe":
-            raise BadInputError(f"--cells: applies to the recipe grid only, not {self.grid!r}; drop it")
-        if self.distance not in ("global", "local", "global+local"):
-            raise BadInputError(f"--distance {self.distance!r}: use global, local or global+local")
-        if not self.seeds:
-            raise BadInputError("--seeds: give at least one seed")
-        if any(not 0.0 <= a <= 1.0 for a in self.alphas):
-            raise BadInputError(f"--alphas {list(self.alphas)}: each must be between 0 and 1")
 
 
 @dataclass

@@ -4,6 +4,7 @@ loads no torch."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ TRAIN_FLAGS = {
 
 
 def _derived(command: click.Command, config_cls: type) -> dict[str, click.Option]:
-    declared = {name for name, _ in options_of(config_cls)}
+    declared = {name for name, option in options_of(config_cls) if option.cli != ""}
     return {p.name: p for p in command.params if isinstance(p, click.Option) and p.name in declared}
 
 
@@ -63,6 +64,21 @@ def test_study_shares_the_training_options_and_overrides_only_the_alpha_help() -
     assert set(train) - set(study) == {"train_on", "train_occluders", "eval_every", "eval_queries", "resume", "force"}
     assert study["alpha"].default == train["alpha"].default == TrainConfig.alpha
     assert study["alpha"].help.startswith("occluders grid")
+
+
+def test_study_grid_options_come_from_study_config() -> None:
+    from reid.study_config import StudyConfig
+
+    params = _derived(study_command, StudyConfig)
+    assert set(params) == {"seeds", "alphas", "val_fraction", "saliency", "cells", "distance"}
+    values = values_from_cli(StudyConfig, list(params), {name: p.default for name, p in params.items()})
+    assert values == {name: getattr(StudyConfig, name) for name in params}
+    assert params["alphas"].default == "1,0.9,0.8,0.6,0.4" and params["saliency"].secondary_opts == ["--no-saliency"]
+    config = StudyConfig(grid="alpha", data=Path("d.h5"), out=Path("o"), base=TrainConfig())
+    with pytest.raises(BadInputError, match=r"^--val-fraction 1.0: must be in \(0, 1\)"):
+        dataclasses.replace(config, val_fraction=1.0)
+    with pytest.raises(BadInputError, match=r"^--distance 'near': use one of global, local, global\+local"):
+        dataclasses.replace(config, distance="near")
 
 
 def test_generate_occluder_options_come_from_occluder_params() -> None:

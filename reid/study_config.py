@@ -1,0 +1,147 @@
+"""What a study is made of, torch-free: the grids, the cells (training runs) of the recipe
+grid and :class:`StudyConfig`, whose fields declare the options of ``reid study`` once
+(:class:`common.options.Option`; the command derives its Click options from them).
+
+The runs themselves, the evaluation and the report are :mod:`reid.study`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from common.errors import BadInputError
+from common.options import Option, comma_text, comma_words, int_list, parse_numbers, validate_options
+from reid.engine.config import TrainConfig
+from reid.options import DEVICES, DISTANCE_CHOICES
+
+GRIDS: tuple[str, ...] = ("table1", "alpha", "occluders", "recipe")
+DEFAULT_ALPHAS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.6, 0.4)
+
+
+def _numbers_text(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _float_list(value: str, option: str) -> tuple[float, ...]:
+    return parse_numbers(value, option, float, "numbers", "1,0.8,0.6")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of a grid.
+
+    Attributes:
+        name: folder-safe identifier ("aligned-obc").
+        label: what the report calls it ("AlignedReID + OBC").
+        alpha: L = alpha * L_T + (1 - alpha) * L_O.
+        train_on: "clean", "occluded" or "both".
+        train_occluders: occluder types whose copies the run trains on; empty = every type.
+        on_validation: train on the validation file (train identities minus the held-out ones).
+        overrides: other :class:`TrainConfig` fields this cell sets, as (name, value) pairs.
+        cost: images trained on per sampled item (2 for ``both``: each clean image and its
+            copy). A cell of cost c trains ``epochs / c`` epochs (warm-up and milestones scaled
+            alike), so that every row of the recipe grid gets the same compute budget.
+        ramp_occlusion: ramp the occlusion probability of ``augment`` over the whole run.
+    """
+
+    name: str
+    label: str
+    alpha: float
+    train_on: str
+    train_occluders: tuple[str, ...] = ()
+    on_validation: bool = False
+    overrides: tuple[tuple[str, Any], ...] = ()
+    cost: int = 1
+    ramp_occlusion: bool = False
+
+    def train_config(self, base: TrainConfig, **fields: Any) -> TrainConfig:
+        """``base`` with this cell's settings, its budget scaled by :attr:`cost`, and ``fields``."""
+        budget: dict[str, Any] = {}
+        if self.cost != 1:
+            budget = {"epochs": max(1, round(base.epochs / self.cost)),
+                      "warmup_epochs": round(base.warmup_epochs / self.cost),
+                      "milestones": tuple(max(1, round(m / self.cost)) for m in base.milestones)}
+        config = replace(base, alpha=self.alpha, train_on=self.train_on, train_occluders=self.train_occluders,
+                         **budget, **dict(self.overrides), **fields)
+        if self.ramp_occlusion:  # from 0 at the first epoch to occlusion_p at the last
+            config = replace(config, occlusion_ramp_epochs=max(1, config.epochs - 1))
+        return config
+
+
+#: The recipe grid (issue "a training recipe that wins both columns"): the clean-only
+#: baseline, the paper's OBC recipe, and the variants that change one thing about how
+#: occlusion is shown to the network. Every row gets the same compute (see ``Cell.cost``).
+RECIPE_CELLS: tuple[Cell, ...] = (
+    Cell("baseline", "clean-only baseline", 1.0, "clean"),
+    Cell("paper-obc", "paper: clean + occluded pairs, OBC", 0.8, "both", cost=2),
+    Cell("pairs-twin-free", "pairs, OBC, twin never the mined positive", 0.8, "both",
+         overrides=(("exclude_twin_positive", True),), cost=2),
+    Cell("pairs-clean-anchors", "pairs, OBC, clean TriHard anchors only", 0.8, "both",
+         overrides=(("clean_anchors_only", True),), cost=2),
+    Cell("augment", "occlusion as augmentation p=0.5, OBC", 0.8, "augment", overrides=(("occlusion_p", 0.5),)),
+    Cell("augment-ramp", "occlusion as augmentation, p ramped 0→0.5, OBC", 0.8, "augment",
+         overrides=(("occlusion_p", 0.5),), ramp_occlusion=True),
+    Cell("augment-erasing", "occlusion as augmentation p=0.5 + Random Erasing, OBC", 0.8, "augment",
+         overrides=(("occlusion_p", 0.5), ("random_erasing", True))),
+    Cell("augment-visibility", "occlusion as augmentation p=0.5, OBC + visibility head", 0.8, "augment",
+         overrides=(("occlusion_p", 0.5), ("visibility_weight", 1.0))),
+)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A study: which grid, on which data, with which training options for every cell.
+
+    Attributes:
+        grid: one of :data:`GRIDS`.
+        data: the occluded-reid HDF5 file.
+        out: the report folder.
+        base: the training options every cell starts from (arch, size, epochs, batch, ...).
+        seeds: one run per cell and seed; the report gives mean +- std over seeds.
+        alphas: the alpha grid's values.
+        val_fraction: share of training identities held out for the alpha grid's selection.
+        device: evaluation device ("auto", "cpu", "cuda").
+        saliency: draw Grad-CAM sheets for the table1 grid (baseline vs OBC).
+        test_data: other occluded-reid files every cell is also evaluated on (cross-dataset).
+        cells: the recipe grid's rows to run (names of :data:`RECIPE_CELLS`); empty = all.
+        distance: retrieval distance every cell is evaluated with ("global", "local",
+            "global+local"; a checkpoint with a visibility head uses the visibility-weighted
+            aligned distance for the local part).
+    """
+
+    grid: str
+    data: Path
+    out: Path
+    base: TrainConfig
+    seeds: tuple[int, ...] = Option((0,), "Comma-separated seeds: one run per cell and seed; the report gives "
+                                          "mean ± std.", text=comma_text, parse=int_list).field()
+    alphas: tuple[float, ...] = Option(DEFAULT_ALPHAS, "alpha grid: the values to sweep.", text=_numbers_text,
+                                       parse=_float_list).field()
+    val_fraction: float = Option(0.2, "alpha grid: share of training identities held out for selection.",
+                                 low=0.0, high=1.0, low_open=True, high_open=True).field()
+    device: str = Option("auto", cli="", choices=DEVICES).field()
+    saliency: bool = Option(True, "table1 grid: Grad-CAM sheets of the three models on occluded queries.",
+                            flag=True).field()
+    test_data: tuple[Path, ...] = ()
+    cells: tuple[str, ...] = Option((), "recipe grid: the rows to run, comma-separated (" +
+                                    ", ".join(c.name for c in RECIPE_CELLS) + "). Default: all.",
+                                    metavar="NAMES", text=comma_text, parse=comma_words).field()
+    distance: str = Option("global", "Retrieval distance every cell is evaluated with.",
+                           choices=DISTANCE_CHOICES).field()
+
+    def __post_init__(self) -> None:
+        if self.grid not in GRIDS:
+            raise BadInputError(f"study grid {self.grid!r}: use one of {', '.join(GRIDS)}")
+        validate_options(self)
+        known = [c.name for c in RECIPE_CELLS]
+        unknown = [c for c in self.cells if c not in known]
+        if unknown:
+            raise BadInputError(f"--cells {unknown[0]!r}: unknown recipe cell; use some of {', '.join(known)}")
+        if self.cells and self.grid != "recipe":
+            raise BadInputError(f"--cells: applies to the recipe grid only, not {self.grid!r}; drop it")
+        if not self.seeds:
+            raise BadInputError("--seeds: give at least one seed")
+        if any(not 0.0 <= a <= 1.0 for a in self.alphas):
+            raise BadInputError(f"--alphas {list(self.alphas)}: each must be between 0 and 1")
