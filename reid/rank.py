@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -177,6 +177,7 @@ def write_rank_figures(
     device: str | None = "auto",
     batch_size: int = 64,
     scale: int = 2,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> list[Path]:
     """Ranking figures for a few queries of one query set against the gallery.
 
@@ -195,6 +196,7 @@ def write_rank_figures(
         k: gallery images per row.
         input_size: (H, W) the model expects.
         gallery: "clean" (default, the standard setting) or "all".
+        normalization: (mean, std) the model was trained with; None = ImageNet's.
 
     Returns:
         paths of ``rank_q<row>_pid<pid>.png`` per query in the order drawn, then
@@ -225,7 +227,9 @@ def write_rank_figures(
     )
     q_rows = q_rows_all[positions]
     dev = resolve_device(device)
-    extract = dict(input_size=input_size, batch_size=batch_size, device=dev)
+    extract: dict[str, Any] = dict(input_size=input_size, batch_size=batch_size, device=dev)
+    if normalization is not None:
+        extract.update(mean=tuple(normalization[0]), std=tuple(normalization[1]))
     g_feats = extract_features(model, h5_path, "gallery", g_rows, desc="gallery", **extract)
     q_feats = extract_features(model, h5_path, "query", q_rows, desc="queries", **extract)
     distmat = combined_distance(
@@ -281,5 +285,5 @@ def run_rank(
     return write_rank_figures(
         model, data, out_dir, query=query, n_queries=n_queries, ids=ids, seed=seed, distance=distance,
         metric=metric, k=k, input_size=spec.input_size, gallery=gallery, device=dev,
-        batch_size=batch_size,
+        batch_size=batch_size, normalization=(spec.mean, spec.std),
     )

@@ -165,7 +165,7 @@ def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: s
     evaluations = {}
     for role, path in eval_files.items():
         report = evaluate_model(model, path, queries=("all",), gallery="clean", device=device,
-                                input_size=spec.input_size, distance=distance)
+                                input_size=spec.input_size, distance=distance, normalization=(spec.mean, spec.std))
         evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
                                         "cmc": [float(v) for v in row.cmc]}
                              for row in report.rows}

@@ -161,3 +161,26 @@ def test_no_run_to_evaluate(tiny_store: Path, tmp_path: Path, monkeypatch: pytes
     monkeypatch.chdir(tmp_path)
     line = _one_line_error(_invoke("--data", str(tiny_store)))
     assert "no checkpoint under runs/" in line and "--checkpoint" in line
+
+
+def test_eval_normalises_with_the_checkpoints_statistics(tiny_store: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import reid.engine.evaluator as evaluator
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=6, arch="resnet18")
+    path = save_checkpoint(tmp_path / "run" / "last.pt", build_model(config, pretrained=None), config,
+                           read_store(tiny_store).fingerprint,
+                           extra={"input_size": [64, 32], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]})
+    seen: list[dict] = []
+    real = evaluator.extract_features
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "extract_features", spy)
+    result = CliRunner().invoke(eval_command, ["--data", str(tiny_store), "--checkpoint", str(path),
+                                               "--device", "cpu", "--query", "clean"])
+    assert result.exit_code == 0, result.output
+    assert seen and all(k["mean"] == (0.5, 0.4, 0.3) and k["std"] == (0.2, 0.25, 0.3) for k in seen)

@@ -358,6 +358,7 @@ def evaluate_model(
     workers: int = 0,
     store: StoreInfo | None = None,
     visibility: str = "auto",
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` on the query/gallery splits of ``data_path``.
 
@@ -372,6 +373,8 @@ def evaluate_model(
         device: "auto", "cpu", "cuda" or a torch.device.
         input_size: (H, W) the images are resized to (the training size).
         store: the already-read file (saves re-reading the manifests); read when None.
+        normalization: (mean, std) the model was trained with, from its checkpoint
+            (:class:`reid.models.inference.InferenceSpec`); None = ImageNet's, the trainer's.
 
     Returns:
         an :class:`EvalReport` with one row per expanded query set.
@@ -393,7 +396,10 @@ def evaluate_model(
         logger.info("max_rank %d exceeds the gallery (%d images); using %d", max_rank, len(g_rows), len(g_rows))
         max_rank = int(len(g_rows))
     q_manifest = store.splits["query"]
-    extract = dict(input_size=input_size, batch_size=batch_size, device=dev, flip=flip, amp=amp, workers=workers)
+    extract: dict[str, Any] = dict(input_size=input_size, batch_size=batch_size, device=dev, flip=flip, amp=amp,
+                                   workers=workers)
+    if normalization is not None:
+        extract.update(mean=tuple(normalization[0]), std=tuple(normalization[1]))
 
     g_feats = extract_features(model, data_path, "gallery", g_rows, desc=f"gallery ({gallery})", **extract)
     # Query sets are disjoint row selections of one split: extract their union once.
@@ -512,6 +518,7 @@ def run_eval(config: EvalConfig) -> EvalReport:
         workers=config.workers,
         store=store,
         visibility=config.visibility,
+        normalization=(spec.mean, spec.std),
     )
     report.checkpoint = str(checkpoint_path)
     report.checkpoint_fingerprint = spec.dataset_fingerprint

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reid.data.loaders import build_eval_loader
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ def extract_features(
     amp: bool = False,
     workers: int = 0,
     desc: str | None = None,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
 ) -> Features:
     """Global and local features of ``rows`` of ``split``, in the order of ``rows``.
 
@@ -135,6 +138,8 @@ def extract_features(
         amp: float16 autocast, on CUDA only (ignored on the CPU).
         workers: data-loader worker processes.
         desc: progress-bar label (default: the split name).
+        mean, std: the normalisation the model was trained with (its checkpoint's, see
+            :class:`reid.models.inference.InferenceSpec`), in [0, 1] units.
 
     Returns:
         :class:`Features` (float32 on the CPU), with the per-image OBC occlusion probability
@@ -143,7 +148,8 @@ def extract_features(
     """
     device = torch.device(device)
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-    loader = build_eval_loader(h5_path, split, rows, size=tuple(input_size), batch_size=batch_size, workers=workers)
+    loader = build_eval_loader(h5_path, split, rows, size=tuple(input_size), batch_size=batch_size, workers=workers,
+                               mean=tuple(mean), std=tuple(std))
     was_training = model.training
     model.to(device)
     model.eval()
