@@ -6,30 +6,14 @@ Thin: each command parses its options, calls one library function and prints.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from cli.common import (
-    OneLineErrorsGroup,
-    handle_bad_input,
-    handle_interrupt,
-    parse_size,
-    setup_logging,
-    split_commas,
-)
-from cli.options import config_options
-from common.errors import BadInputError
+from cli.common import OneLineErrorsGroup, handle_bad_input, handle_interrupt, setup_logging
+from cli.options import config_options, values_from_cli
+from occsim.generate_config import GenerateConfig
 from occsim.occluders import OccluderParams
-from occsim.schema import OCCLUDER_NAMES, SPLITS
-from occsim.sources import LAYOUT_NAMES
-
-def _comma_list(values: tuple[str, ...], option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """Flatten repeated and comma-separated values ("--type mean --type black,random")."""
-    items = split_commas(*values)
-    unknown = [v for v in items if v not in allowed]
-    if unknown:
-        raise BadInputError(f"{option} {unknown[0]!r}: unknown; use one or more of {', '.join(allowed)}")
-    return items
 
 
 @click.group(cls=OneLineErrorsGroup)
@@ -61,46 +45,24 @@ def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, work
                f"(incl. {summary.n_junk} junk, {summary.n_distractors} distractors), {summary.n_cameras} cameras")
 
 
+#: `occsim generate`'s options of GenerateConfig, around the occluder parameters (in --help order).
+SOURCE_OPTIONS: tuple[str, ...] = ("src", "layout", "variant", "split_seed", "out", "types")
+RUN_OPTIONS: tuple[str, ...] = ("seed", "workers", "occlude", "occlude_gallery", "image_size", "force", "skip_bad")
+OCCLUDER_OPTIONS: tuple[str, ...] = ("patch", "area_min", "area_max", "ratio_min", "ratio_max")
+
+
 @main.command()
-@click.option("--src", type=click.Path(path_type=Path), default=None,
-              help="Source folder, layout detected (see --layout). Default: data/Market-1501-v15.09.15 "
-                   "if present, else the built-in synthetic set in data/synthetic-market (made if missing).")
-@click.option("--layout", default=None, metavar="NAME",
-              help=f"Force the source layout: {', '.join(LAYOUT_NAMES)}.")
-@click.option("--variant", default=None, type=click.Choice(["detected", "labeled"]),
-              help="CUHK03-NP: which crops to read (default detected).")
-@click.option("--split-seed", type=int, default=0, show_default=True,
-              help="Seeds the train/test identity split of sources without an official one (CUHK01).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True)
-@click.option("--type", "types", multiple=True, default=("mean",), show_default=True,
-              help=f"Occluder(s): {', '.join(OCCLUDER_NAMES)}; repeat or comma-separate. Each adds one occluded "
-                   f"copy of every image of the occluded splits.")
-@config_options(OccluderParams, ("patch", "area_min", "area_max", "ratio_min", "ratio_max"))
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="Worker processes; 0 = all cores.")
-@click.option("--occlude", default="train,query", show_default=True,
-              help="Comma list of the splits that get occluded copies.")
-@click.option("--occlude-gallery", is_flag=True, help="Also occlude the gallery.")
-@click.option("--size", default="128x64", show_default=True, help="Stored image size HxW.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
-@click.option("--skip-bad", is_flag=True, help="Skip unreadable source images (each one reported).")
+@config_options(GenerateConfig, SOURCE_OPTIONS)
+@config_options(OccluderParams, OCCLUDER_OPTIONS)
+@config_options(GenerateConfig, RUN_OPTIONS)
 @handle_bad_input
 @handle_interrupt
-def generate(src: Path | None, layout: str | None, variant: str | None, split_seed: int, out: Path,
-             types: tuple[str, ...], patch: int, area_min: float, area_max: float,
-             ratio_min: float, ratio_max: float, seed: int, workers: int, occlude: str, occlude_gallery: bool,
-             size: str, force: bool, skip_bad: bool) -> None:
+def generate(**options: Any) -> None:
     """Write the occluded dataset (clean + occluded rows per split) to an HDF5 file."""
-    from occsim.generate import GenerateConfig, generate as run_generate
+    from occsim.generate import generate as run_generate
 
-    config = GenerateConfig(
-        src=src, out=out, types=_comma_list(types, "--type", OCCLUDER_NAMES),
-        occluder=OccluderParams(patch=patch, area_min=area_min, area_max=area_max,
-                                ratio_min=ratio_min, ratio_max=ratio_max),
-        seed=seed, workers=workers, occlude=_comma_list((occlude,), "--occlude", SPLITS),
-        occlude_gallery=occlude_gallery, image_size=parse_size(size), force=force, skip_bad=skip_bad,
-        layout=layout, variant=variant, split_seed=split_seed,
-    )
+    occluder = OccluderParams(**values_from_cli(OccluderParams, OCCLUDER_OPTIONS, options))
+    config = GenerateConfig(occluder=occluder, **values_from_cli(GenerateConfig, SOURCE_OPTIONS + RUN_OPTIONS, options))
     report = run_generate(config, echo=click.echo)
     click.echo(report.summary_text())
 

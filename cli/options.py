@@ -37,12 +37,15 @@ def click_option(field_name: str, option: Option, help: str | None = None) -> Ca
         return click.option(flag, field_name, is_flag=True, default=False, help=text)
     kwargs: dict[str, Any] = {"help": text, "metavar": option.metavar}
     default = option.default
-    if option.choices is not None:
+    if option.multiple:  # repeatable; each value may itself be a comma list, parsed by the config's parse
+        kwargs.update(type=str, multiple=True)
+        default = tuple(str(v) for v in default)
+    elif option.parse is not None:  # text the config parses (sizes, comma lists, paths); None stays None
+        kwargs["type"] = str
+        default = None if default is None else (option.text or str)(default)
+    elif option.choices is not None:
         kwargs["type"] = click.Choice([str(c) for c in option.choices])
         default = None if default is None else str(default)
-    elif option.parse is not None:
-        kwargs["type"] = str
-        default = (option.text or str)(default)
     else:
         kind = _number_type(option)
         if kind is not None and (option.low is not None or option.high is not None):
@@ -85,6 +88,8 @@ def values_from_cli(config_cls: type, names: Sequence[str], raw: dict[str, Any])
     out = {}
     for name in names:
         option, value = declared[name], raw.pop(name)
+        if option.multiple:
+            value = ",".join(value)
         if isinstance(value, str) and option.parse is not None:
             value = option.parse(value, option.flag_name(name))
         elif isinstance(value, str) and option.choices is not None:

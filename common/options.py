@@ -46,6 +46,8 @@ class Option:
         text: the default as the command line writes it (tuples, None); None = ``str``.
         parse: the command-line text to the field's value (sizes, lists); None = Click's type.
         flag: a boolean switch ("--x"); ``tristate`` makes it "--x/--no-x" with None meaning auto.
+        multiple: the option may be repeated ("--type mean --type black,random"); the values are
+            joined with commas before ``parse``. With ``choices``, a tuple value's every item is checked.
     """
 
     default: Any
@@ -63,6 +65,7 @@ class Option:
     parse: Callable[[str, str], Any] | None = None
     flag: bool = False
     tristate: bool = False
+    multiple: bool = False
 
     def field(self, **overrides: Any) -> Any:
         """A dataclass field with this option's default (``overrides`` replace attributes, e.g. help)."""
@@ -93,6 +96,12 @@ class Option:
     def check(self, field_name: str, value: Any) -> None:
         """Raise :class:`BadInputError` naming the option when ``value`` is not allowed."""
         name = self.flag_name(field_name)
+        if self.choices is not None and isinstance(value, (tuple, list)):  # a list option: every item one of the choices
+            unknown = [item for item in value if item not in self.choices]
+            if unknown:
+                raise BadInputError(f"{name} {unknown[0]!r}: unknown; use one or more of "
+                                    f"{', '.join(map(str, self.choices))}")
+            return
         if self.choices is not None and value is not None and value not in self.choices:
             raise BadInputError(f"{name} {value!r}: use one of {', '.join(map(str, self.choices))}")
         if value is None or isinstance(value, bool) or (self.low is None and self.high is None):

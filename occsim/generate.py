@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -52,122 +52,21 @@ import numpy as np
 from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
+from common.atomic import check_output_file
 from common.decoding import decode_image
 from common.errors import BadInputError
 from common.workers import cap_workers
-from occsim.occluders import OCCLUDERS, OccluderParams, fill_box, get_occluder
-from occsim.schema import DEFAULT_IMAGE_SIZE, NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
+from occsim.generate_config import DEFAULT_OUT, RNG_SCHEME, GenerateConfig  # noqa: F401 (re-exported)
+from occsim.occluders import OCCLUDERS, OccluderParams, fill_box
+from occsim.schema import NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
 from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
 from occsim.spool import Slot, SlotFull, open_spool, wait_for_slot
-from occsim.store import SplitManifest, StoreWriter, check_output_path
+from occsim.store import SplitManifest, StoreWriter
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path("data/occluded.h5")
 DEFAULT_MARKET = Path("data/Market-1501-v15.09.15")
 DEFAULT_SYNTHETIC = Path("data/synthetic-market")
-RNG_SCHEME = "numpy.random.default_rng([seed, split_index, clean_row, type_code])"
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    """Arguments of :func:`generate`.
-
-    Attributes:
-        src: source folder (any layout of :mod:`occsim.sources`); None picks
-            ``data/Market-1501-v15.09.15`` when it exists, else the built-in synthetic set
-            in ``data/synthetic-market`` (made on the fly when missing).
-        out: the HDF5 file to write.
-        types: occluder names; each adds one occluded copy of every image of the occluded
-            splits. Stored in code order whatever order they are given in.
-        occluder: the occluders' parameters (patch side, random-box ranges).
-        seed: seeds every per-image generator.
-        workers: worker processes; 0 means all cores.
-        occlude: splits that get occluded copies.
-        occlude_gallery: also occlude the gallery (same as adding "gallery" to ``occlude``).
-        image_size: stored (H, W).
-        force: overwrite an existing ``out``.
-        skip_bad: skip unreadable images (reported) instead of stopping at the first.
-        chunk_size: images per worker task. The content and fingerprint do not depend on it,
-            but the order in which HDF5 lays out the chunks does: keep the default for
-            byte-identical files (it is deliberately not derived from ``workers``).
-        progress: show a progress bar (when stderr is a terminal).
-        layout: force the source layout (see :data:`occsim.sources.LAYOUT_NAMES`); None detects it.
-        variant: CUHK03-NP's ``detected`` or ``labeled`` subfolder.
-        split_seed: seeds the train/test identity split of a source without an official one (CUHK01).
-    """
-
-    src: Path | None = None
-    out: Path = DEFAULT_OUT
-    types: tuple[str, ...] = ("mean",)
-    occluder: OccluderParams = OccluderParams()
-    seed: int = 0
-    workers: int = 0
-    occlude: tuple[str, ...] = ("train", "query")
-    occlude_gallery: bool = False
-    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
-    force: bool = False
-    skip_bad: bool = False
-    chunk_size: int = 256
-    progress: bool = True
-    layout: str | None = None
-    variant: str | None = None
-    split_seed: int = 0
-
-    def validate(self) -> None:
-        """Raise :class:`BadInputError` naming the option of the first invalid value."""
-        for name in self.types:
-            get_occluder(name)
-        for split in self.occlude:
-            if split not in SPLITS:
-                raise BadInputError(f"--occlude {split!r}: unknown split; use some of {', '.join(SPLITS)}")
-        self.occluder.validate()
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise BadInputError(f"--seed {self.seed!r}: must be a non-negative integer")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise BadInputError(f"--workers {self.workers!r}: must be 0 (all cores) or a positive integer")
-        if len(self.image_size) != 2 or min(int(v) for v in self.image_size) < 1:
-            raise BadInputError(f"--size {self.image_size!r}: both sides must be positive, e.g. 128x64")
-        if self.occluded_splits:
-            self.occluder.check_fits(self.image_size, self.ordered_types)
-        if self.chunk_size < 1:
-            raise BadInputError(f"chunk_size {self.chunk_size!r}: must be positive")
-        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, (int, np.integer)) or self.split_seed < 0:
-            raise BadInputError(f"--split-seed {self.split_seed!r}: must be a non-negative integer")
-
-    @property
-    def ordered_types(self) -> tuple[str, ...]:
-        """``types`` without repeats, in code order (mean, black, random)."""
-        return tuple(sorted(set(self.types), key=occ_type_code))
-
-    @property
-    def occluded_splits(self) -> tuple[str, ...]:
-        """The splits that get occluded copies, in schema order."""
-        wanted = set(self.occlude) | ({"gallery"} if self.occlude_gallery else set())
-        return tuple(s for s in SPLITS if s in wanted)
-
-    def generator_args(self, source: Source, skipped: Iterable[str] = ()) -> dict[str, Any]:
-        """What the file records: everything that shapes its contents, nothing machine-specific.
-
-        Leaves out ``workers``, ``force``, ``chunk_size`` and ``progress`` (they do not change
-        the contents) and records the source folder's name, not its absolute path, so that the
-        fingerprint is the same on every machine. ``source_args`` (what the reader decided: a
-        CUHK01 split, a CUHK03-NP variant) appears only for the sources that have any, so the
-        files of the other sources keep their fingerprints.
-        """
-        source_args = {"source_args": dict(source.args)} if source.args else {}
-        return {
-            "source_folder": source.name,
-            "layout": source.layout,
-            "types": list(self.ordered_types),
-            "occlude": list(self.occluded_splits),
-            **asdict(self.occluder),
-            "seed": int(self.seed),
-            "image_size": [int(self.image_size[0]), int(self.image_size[1])],
-            "skipped": sorted(skipped),
-            "rng": RNG_SCHEME,
-            **source_args,
-        }
 
 
 @dataclass(frozen=True)
@@ -543,7 +442,7 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
     # Fail fast, before any long work (making the synthetic set, decoding): a given source
     # is parsed first (it is only listed), then the output is checked.
     source = _read(config.src, config) if config.src is not None else None
-    check_output_path(out, config.force)
+    check_output_file(out, "HDF5 file", overwrite=config.force)
     if source is None:
         resolving = time.perf_counter()
         root = resolve_source(None, n_workers, echo)

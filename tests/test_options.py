@@ -103,6 +103,54 @@ def test_alpha_is_declared_once_and_checked_the_same_by_both_configs() -> None:
     assert result.exit_code == 2 and "0.0<=x<=1.0" in result.output
 
 
+# Every option `occsim generate` had before its options were derived from GenerateConfig: none may go.
+GENERATE_FLAGS = {
+    "--src", "--layout", "--variant", "--split-seed", "--out", "--type", "--patch", "--area-min", "--area-max",
+    "--ratio-min", "--ratio-max", "--seed", "--workers", "--occlude", "--occlude-gallery", "--size", "--force",
+    "--skip-bad",
+}
+
+
+def test_generate_options_are_the_config_fields_with_their_defaults_and_choices() -> None:
+    from cli.occsim_cli import generate
+    from occsim.generate_config import GenerateConfig
+
+    flags = {opt for p in generate.params for opt in p.opts}
+    assert flags == GENERATE_FLAGS
+    params = _derived(generate, GenerateConfig)
+    declared = dict(options_of(GenerateConfig))
+    assert set(params) == {name for name, o in declared.items() if o.cli != ""}
+    values = values_from_cli(GenerateConfig, list(params), {name: p.default for name, p in params.items()})
+    defaults = GenerateConfig()
+    for name, value in values.items():
+        assert value == getattr(defaults, name), name
+        assert params[name].help == declared[name].help, name
+    assert values["types"] == ("mean",) and values["image_size"] == (128, 64) and values["src"] is None
+    assert params["types"].multiple and tuple(params["variant"].type.choices) == ("detected", "labeled")
+    assert params["workers"].type.min == 0 and params["occlude"].default == "train,query"
+    # Repeated and comma-separated --type values are one tuple; an empty --occlude is no split.
+    raw = {"types": ("mean", "black,random"), "occlude": ""}
+    assert values_from_cli(GenerateConfig, ["types", "occlude"], raw) == {"types": ("mean", "black", "random"),
+                                                                         "occlude": ()}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"types": ("mean", "blur")}, r"^--type 'blur': unknown; use one or more of mean, black, random$"),
+    ({"occlude": ("train", "test")}, r"^--occlude 'test': unknown; use one or more of train, query, gallery$"),
+    ({"workers": -1}, r"^--workers -1: must be 0 \(all cores\) or a positive integer$"),
+    ({"seed": True}, r"^--seed True: must be a whole number$"),
+    ({"split_seed": -2}, r"^--split-seed -2: must be a non-negative integer$"),
+    ({"variant": "raw"}, r"^--variant 'raw': use one of detected, labeled$"),
+    ({"chunk_size": 0}, r"^chunk_size 0: must be positive$"),
+])
+def test_generate_config_validates_from_its_fields(changes: dict, message: str) -> None:
+    from occsim.generate_config import GenerateConfig
+
+    GenerateConfig().validate()
+    with pytest.raises(BadInputError, match=message):
+        dataclasses.replace(GenerateConfig(), **changes).validate()
+
+
 @pytest.mark.parametrize("option, value, message", [
     (Option(1, low=1), 0, "--x 0: must be at least 1"),
     (Option(0, low=0), -1, "--x -1: must be >= 0"),
@@ -119,12 +167,20 @@ def test_option_checks_name_the_option_and_the_range(option: Option, value: obje
     option.check("x", option.default)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["study", "--help"]])
-def test_help_loads_no_torch(argv: list[str]) -> None:
-    code = ("import sys\nfrom cli.reid_cli import main\n"
-            f"try:\n    main({argv!r}, prog_name='reid')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-            "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy', 'h5py') if m in sys.modules)\n"
+# `occsim` needs numpy, cv2 and h5py to name its occluders and splits (occsim.schema, occsim.occluders);
+# it must not load torch, nor the generator's machinery (joblib, the spool, the HDF5 writer).
+@pytest.mark.parametrize("cli, argv, heavy_modules", [
+    ("reid", ["--help"], ("torch", "torchvision", "numpy", "h5py")),
+    ("reid", ["train", "--help"], ("torch", "torchvision", "numpy", "h5py")),
+    ("reid", ["study", "--help"], ("torch", "torchvision", "numpy", "h5py")),
+    ("occsim", ["--help"], ("torch", "torchvision", "joblib", "occsim.generate", "occsim.store")),
+    ("occsim", ["generate", "--help"], ("torch", "torchvision", "joblib", "occsim.generate", "occsim.store")),
+])
+def test_help_loads_no_torch(cli: str, argv: list[str], heavy_modules: tuple[str, ...]) -> None:
+    code = (f"import sys\nfrom cli.{cli}_cli import main\n"
+            f"try:\n    main({argv!r}, prog_name={cli!r})\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            f"heavy = sorted(m for m in {heavy_modules!r} if m in sys.modules)\n"
             "print('HEAVY', heavy)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "HEAVY []" in proc.stdout and "Usage: reid" in proc.stdout
+    assert "HEAVY []" in proc.stdout and f"Usage: {cli}" in proc.stdout
