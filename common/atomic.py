@@ -88,14 +88,18 @@ def temporary_beside(path: str | os.PathLike) -> tuple[int, str]:
     return fd, name
 
 
-def check_output_file(path: str | os.PathLike, what: str = "file", option: str = "--out") -> Path:
+def check_output_file(path: str | os.PathLike, what: str = "file", option: str = "--out",
+                      overwrite: bool = True) -> Path:
     """Fail fast, before any long work, when ``path`` could not be written: it is a folder, or
-    the folder it goes in cannot be made or written. Creates nothing.
+    the folder it goes in cannot be made or written, or (``overwrite=False``, a command without
+    ``--force``) it exists. Creates nothing.
 
     Raises:
         BadInputError: naming the path, the ``what`` and the ``option`` to change.
     """
     path = Path(path)
+    if not overwrite and path.exists():
+        raise BadInputError(f"{path}: already exists; pass --force to overwrite it or choose another {option}")
     if path.is_dir():
         raise BadInputError(f"{path}: is a folder, so the {what} cannot be written there; "
                             f"choose another {option} or move the folder away")

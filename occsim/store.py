@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from occsim import __version__
-from common.atomic import AtomicTarget, sweep_leftovers
+from common.atomic import AtomicTarget, check_output_file, sweep_leftovers
 from common.errors import BadInputError
 from occsim.schema import (
     FORMAT,
@@ -155,7 +155,7 @@ class StoreWriter:
         self._written: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> "StoreWriter":
-        check_output_path(self.path, self.force)
+        check_output_file(self.path, "HDF5 file", overwrite=self.force)
         # A run killed with SIGKILL leaves its temporary file; the next one writing here removes
         # it (AtomicTarget's names; ".NAME.partial-PID" is what earlier versions left).
         sweep_leftovers(self.path.parent, re.compile(re.escape(f".{self.path.name}.partial-") + r"(\d+)"))
@@ -234,20 +234,6 @@ class StoreWriter:
         self._target.commit()
         logger.info("wrote %s (fingerprint %s)", self.path, fingerprint[:12])
         return fingerprint
-
-
-def check_output_path(path: Path, force: bool) -> None:
-    """Refuse to overwrite without ``force`` and make sure the folder can take the file."""
-    if path.exists() and not force:
-        raise BadInputError(f"{path}: already exists; pass --force to overwrite it or choose another --out")
-    if path.exists() and path.is_dir():
-        raise BadInputError(f"{path}: is a folder; give a file name such as {path / 'occluded.h5'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"{path.parent}: cannot create the output folder ({exc.strerror or exc}); choose another --out") from exc
-    if not os.access(path.parent, os.W_OK):
-        raise BadInputError(f"{path.parent}: output folder is not writable; choose another --out")
 
 
 @dataclass(frozen=True)
