@@ -110,8 +110,14 @@ def decode_image(path: str, image_size: tuple[int, int]) -> tuple[np.ndarray | N
         return None, "not a decodable image"
     if _IMREAD_RGB is None:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    height, width = int(image_size[0]), int(image_size[1])
-    if image.shape[:2] != (height, width):
-        shrinking = image.shape[0] >= height and image.shape[1] >= width
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return image, ""
+    return resize_to(image, image_size), ""
+
+
+def resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` [h, w, C] at exactly ``size`` = (H, W): area averaging when shrinking both
+    sides, bilinear otherwise; the same array when it already has that size."""
+    height, width = int(size[0]), int(size[1])
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] >= height and image.shape[1] >= width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

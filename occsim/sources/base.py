@@ -22,8 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from common.errors import BadInputError
-
-SPLITS: tuple[str, ...] = ("train", "query", "gallery")
+from occsim.schema import SPLITS  # noqa: F401 (re-exported: the readers' split names are the file's)
 # What OpenCV's imdecode reads in every build we ship (see common.decoding.decode_image).
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 JUNK_PID = -1

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
+from common.decoding import decode_image, resize_to
 from common.errors import BadInputError
+from occsim.schema import SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 )
 LIST_SUFFIXES: frozenset[str] = frozenset({".txt", ".lst"})
 H5_SUFFIXES: frozenset[str] = frozenset({".h5", ".hdf5"})
-SPLITS: tuple[str, ...] = ("train", "query", "gallery")
 
 SourceKind = str  # "folder" | "list" | "image" | "h5"
 
@@ -172,11 +172,7 @@ def fit_to_input(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         image = np.repeat(image, 3, axis=2)
     elif image.shape[2] == 4:
         image = image[:, :, :3]
-    height, width = int(size[0]), int(size[1])
-    if image.shape[:2] != (height, width):
-        shrinking = image.shape[0] >= height and image.shape[1] >= width
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(resize_to(image, size))
 
 
 def decode_file(path: str, size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
@@ -185,6 +181,4 @@ def decode_file(path: str, size: tuple[int, int]) -> tuple[np.ndarray | None, st
     The decoder of ``occsim generate`` (:func:`common.decoding.decode_image`), so a crop and
     the same crop inside a generated file are judged by the same rules.
     """
-    from common.decoding import decode_image
-
     return decode_image(path, size)
