@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.common import handle_bad_input
-from reid.options import DEVICES, METRIC_CHOICES
+from reid.options import DEVICES, METRIC_CHOICES, SEARCH_DISTANCES
 
 
 @click.command("search")
@@ -16,7 +16,7 @@ from reid.options import DEVICES, METRIC_CHOICES
               help="An image, a folder of images, a .txt list, or a features file made by `reid embed` "
                    "with the same checkpoint.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
-@click.option("--distance", type=click.Choice(["global", "global+local"]), default="global", show_default=True,
+@click.option("--distance", type=click.Choice(SEARCH_DISTANCES), default="global", show_default=True,
               help="global+local adds AlignedReID's aligned stripe distance (as `reid eval`).")
 @click.option("--metric", type=click.Choice(METRIC_CHOICES), default="euclidean", show_default=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,

@@ -155,15 +155,23 @@ class AtomicTarget:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, what: str | None = None, option: str = "--out") -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (:class:`AtomicTarget`, the file exists and is
     empty) for the caller to write; it is renamed onto ``path`` when the block ends without an
     exception and removed otherwise (KeyboardInterrupt included). The folder is created.
 
     Raises:
-        OSError: the folder or the temporary file cannot be made, or the rename fails.
+        BadInputError: (given ``what``) the folder or the temporary file cannot be made; names
+            the path, ``what`` and the ``option`` to change.
+        OSError: the same without ``what``, or the rename fails.
     """
-    target = AtomicTarget(path)
+    try:
+        target = AtomicTarget(path)
+    except OSError as exc:
+        if what is None:
+            raise
+        raise BadInputError(f"{path}: cannot write the {what} there ({exc.strerror or exc}); "
+                            f"choose another {option}") from exc
     try:
         yield target.tmp
         target.commit()

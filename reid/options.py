@@ -22,6 +22,8 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")
 DISTANCE_CHOICES: tuple[str, ...] = ("global", "local", "global+local")
 METRIC_CHOICES: tuple[str, ...] = ("euclidean", "cosine")
+#: `reid search` ranks by the global feature, or adds the aligned local distance (no local alone).
+SEARCH_DISTANCES: tuple[str, ...] = ("global", "global+local")
 
 # Options of the multi-task loss, shared by LossConfig and TrainConfig.
 ALPHA = Option(0.8, "L = alpha * L_AlignedReID + (1 - alpha) * L_OBC; 1 = plain AlignedReID.",

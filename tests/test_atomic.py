@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.atomic import atomic_write_bytes, atomic_write_json
+from common.atomic import atomic_path, atomic_write_bytes, atomic_write_json, check_output_file
 from common.errors import BadInputError
 
 
@@ -26,6 +26,28 @@ def test_an_unwritable_folder_is_a_bad_input(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(BadInputError, match="file: is a file, so the folder for the figure cannot be made"):
         atomic_write_bytes(blocker / "sub" / "a.png", b"png", "figure")
+
+
+def test_atomic_path_names_what_it_could_not_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(BadInputError, match=r"^.*file/f\.h5: cannot write the features there \(.*\); choose another --out$"):
+        with atomic_path(blocker / "f.h5", "features"):
+            pass
+    with pytest.raises(OSError):  # without ``what``: the OSError itself, for callers that handle it
+        with atomic_path(blocker / "f.h5"):
+            pass
+    assert blocker.read_text() == "x"
+
+
+def test_check_output_file_refuses_an_existing_file_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    out.write_bytes(b"keep")
+    with pytest.raises(BadInputError, match=r"o\.h5: already exists; pass --force to overwrite it or choose another --out$"):
+        check_output_file(out, "HDF5 file", overwrite=False)
+    assert check_output_file(out, "HDF5 file") == out and out.read_bytes() == b"keep"
+    assert check_output_file(tmp_path / "new" / "o.h5", overwrite=False) == tmp_path / "new" / "o.h5"
+    assert not (tmp_path / "new").exists()  # checks create nothing
 
 
 def test_outputs_get_the_umask_permissions_not_mkstemps_0600(tmp_path: Path) -> None:

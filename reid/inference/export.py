@@ -14,7 +14,6 @@ the ``onnxscript`` package, and this one needs nothing beyond ``onnx`` and ``onn
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import warnings
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.atomic import atomic_path
+from common.atomic import atomic_path, check_output_file
 from common.errors import BadInputError
 from reid.models.inference import InferenceSpec, file_fingerprint, load_inference_model
 
@@ -153,16 +152,11 @@ def run_export(config: ExportConfig) -> ExportReport:
     if config.format == "onnx":
         require_onnx()
     out = Path(config.out)
-    if out.is_dir():
-        raise BadInputError(f"--out {out}: is a folder; give the file name to write")
+    check_output_file(out, "exported model")  # before the model is loaded and traced
     model, spec = load_inference_model(config.checkpoint, device="cpu")
     head = ExportHead(model, spec.input_size).eval()
     metadata = export_metadata(spec, file_fingerprint(config.checkpoint))
-    with contextlib.ExitStack() as writing:  # renamed onto ``out`` only when parity holds
-        try:
-            tmp = writing.enter_context(atomic_path(out))
-        except OSError as exc:
-            raise BadInputError(f"{out}: cannot write there ({exc.strerror or exc}); choose another --out") from exc
+    with atomic_path(out, "exported model") as tmp:  # renamed onto ``out`` only when parity holds
         if config.format == "onnx":
             _write_onnx(head, spec, metadata, tmp, config.opset)
             exported = _onnx_runner(tmp)

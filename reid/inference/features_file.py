@@ -21,7 +21,6 @@ Datasets are contiguous and written without timestamps: the same input gives the
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -66,11 +65,7 @@ def write_features(path: str | Path, attrs: dict[str, Any], blocks: Iterable[Fea
     first = next(blocks, None)
     if first is None or num_rows < 1:
         raise BadInputError(f"{path}: no image could be embedded; nothing written")
-    with contextlib.ExitStack() as writing:
-        try:
-            tmp = writing.enter_context(atomic_path(path))
-        except OSError as exc:
-            raise BadInputError(f"{path}: cannot write the features there ({exc.strerror or exc}); choose another --out") from exc
+    with atomic_path(path, "features") as tmp:
         with h5py.File(tmp, "w") as h5:
             for key, value in attrs.items():
                 h5.attrs[key] = value

@@ -22,17 +22,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.atomic import atomic_write_json
+from common.atomic import atomic_write_json, check_output_folder
 from common.device import resolve_device
 from common.errors import BadInputError
 from reid.distance import _smallest_k, aligned_local_distance, pairwise_distance
 from reid.inference.features_file import FeaturesFile
 from reid.inference.images import H5_SUFFIXES, list_images
+from reid.options import METRIC_CHOICES, SEARCH_DISTANCES
 
 logger = logging.getLogger(__name__)
 
-DISTANCES: tuple[str, ...] = ("global", "global+local")
-METRICS: tuple[str, ...] = ("euclidean", "cosine")
+DISTANCES: tuple[str, ...] = SEARCH_DISTANCES
+METRICS: tuple[str, ...] = METRIC_CHOICES
 RESULTS_JSON = "search.json"
 SEARCH_SHEET = "search_sheet.png"
 #: Elements of one distance block or one gallery block (2**25 float32 = 128 MiB).
@@ -362,7 +363,7 @@ def run_search(config: SearchConfig) -> SearchReport:
     if config.distance not in DISTANCES:
         raise BadInputError(f"--distance {config.distance!r}: use {' or '.join(DISTANCES)}")
     out = Path(config.out)
-    _check_writable(out)
+    check_output_folder(out, "search results")
     need_local = config.distance == "global+local"
     with FeaturesFile(config.gallery) as gallery:
         if need_local and not gallery.has_local:
@@ -402,15 +403,6 @@ def run_search(config: SearchConfig) -> SearchReport:
         if rows:
             figures.append(write_png(out / SEARCH_SHEET, vstack_rows(rows)))
     return SearchReport(json_path=json_path, figures=figures, num_queries=len(queries.names))
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"--out {folder}: cannot create the folder ({exc.strerror or exc}); choose another --out") from exc
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise BadInputError(f"--out {folder}: not a writable folder; choose another --out")
 
 
 def topk_matches_dense(distmat: np.ndarray, top: int) -> np.ndarray:
