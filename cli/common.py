@@ -10,7 +10,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from common.errors import BadInputError
-from common.options import parse_numbers, parse_size, split_commas  # noqa: F401 (used by the commands)
+from common.options import parse_numbers, split_commas  # noqa: F401 (used by the commands)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
