@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-import cv2
 import numpy as np
 
 from common.errors import BadInputError
@@ -149,6 +148,8 @@ def random_box(image_hw: tuple[int, int], params: OccluderParams, rng: np.random
 
 def mean_colour(image: np.ndarray) -> np.ndarray:
     """Per-channel mean of ``image`` (shape [H, W, 3]) rounded half up, shape [3] uint8."""
+    import cv2  # here, not at the top: the option declarations above are read by `occsim --help`
+
     means = cv2.mean(image)[:3]  # float64 sums: exact for any image size we store
     return np.array([math.floor(m + 0.5) for m in means], dtype=np.uint8)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-import h5py
 import numpy as np
 
 FORMAT = "occluded-reid"
@@ -56,7 +55,9 @@ def occ_type_code(name: str) -> int:
         raise ValueError(f"unknown occlusion type {name!r}; known: {', '.join(OCCLUSION_KINDS)}") from None
 
 
-STRING_DTYPE = h5py.string_dtype("utf-8")
+#: h5py's variable-length UTF-8 string (``h5py.string_dtype("utf-8")``), spelled without importing
+#: h5py so that the schema -- and ``occsim --help`` -- load without it.
+STRING_DTYPE = np.dtype("O", metadata={"vlen": str})
 
 
 @dataclass(frozen=True)

@@ -167,14 +167,15 @@ def test_option_checks_name_the_option_and_the_range(option: Option, value: obje
     option.check("x", option.default)
 
 
-# `occsim` needs numpy, cv2 and h5py to name its occluders and splits (occsim.schema, occsim.occluders);
-# it must not load torch, nor the generator's machinery (joblib, the spool, the HDF5 writer).
+# `occsim` loads only numpy to name its occluders and splits: not torch, OpenCV, h5py, nor the
+# generator's machinery (joblib, the spool, the HDF5 writer).
 @pytest.mark.parametrize("cli, argv, heavy_modules", [
     ("reid", ["--help"], ("torch", "torchvision", "numpy", "h5py")),
     ("reid", ["train", "--help"], ("torch", "torchvision", "numpy", "h5py")),
     ("reid", ["study", "--help"], ("torch", "torchvision", "numpy", "h5py")),
-    ("occsim", ["--help"], ("torch", "torchvision", "joblib", "occsim.generate", "occsim.store")),
-    ("occsim", ["generate", "--help"], ("torch", "torchvision", "joblib", "occsim.generate", "occsim.store")),
+    ("occsim", ["--help"], ("torch", "torchvision", "cv2", "h5py", "joblib", "occsim.generate", "occsim.store")),
+    ("occsim", ["generate", "--help"], ("torch", "torchvision", "cv2", "h5py", "joblib", "occsim.generate",
+                                        "occsim.store")),
 ])
 def test_help_loads_no_torch(cli: str, argv: list[str], heavy_modules: tuple[str, ...]) -> None:
     code = (f"import sys\nfrom cli.{cli}_cli import main\n"
@@ -184,3 +185,12 @@ def test_help_loads_no_torch(cli: str, argv: list[str], heavy_modules: tuple[str
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HEAVY []" in proc.stdout and f"Usage: {cli}" in proc.stdout
+
+
+def test_the_schema_string_dtype_is_h5pys_without_importing_it() -> None:
+    import h5py
+
+    from occsim.schema import STRING_DTYPE
+
+    assert STRING_DTYPE == h5py.string_dtype("utf-8")
+    assert h5py.check_string_dtype(STRING_DTYPE) == h5py.check_string_dtype(h5py.string_dtype("utf-8"))
