@@ -3,9 +3,9 @@
 Each field declares its option once (:class:`common.options.Option` in the field's metadata):
 default, help, command-line name, choices and bounds. :meth:`GenerateConfig.validate` checks
 the fields against them (plus the checks that involve several fields); ``occsim generate``
-derives its Click options from them (:mod:`cli.options`). Importing this module loads neither
-torch nor joblib, the spool or the HDF5 writer, so ``occsim generate --help`` stays fast.
-:mod:`occsim.generate` re-exports the names.
+derives its Click options from them (:mod:`cli.options`). Importing this module loads numpy
+but neither torch, OpenCV, h5py, joblib, the spool nor the HDF5 writer, so ``occsim generate
+--help`` stays fast. :mod:`occsim.generate` re-exports the names.
 """
 
 from __future__ import annotations
