@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -149,6 +150,11 @@ def test_recipe_cells_share_one_budget_and_set_what_they_name(tiny_store: Path, 
     assert by_name["augment-erasing"].train_config(base).random_erasing
     assert by_name["augment-visibility"].train_config(base).visibility_weight > 0
     assert not by_name["augment"].train_config(base).random_erasing
+    # The no-OBC twins of the paper's pairs and of the augmentation: alpha 1, nothing else changed.
+    for name, twin in (("pairs-no-obc", "paper-obc"), ("augment-no-obc", "augment")):
+        plain, obc = by_name[name].train_config(base), by_name[twin].train_config(base)
+        assert plain.alpha == 1.0 and obc.alpha == 0.8
+        assert dataclasses.replace(plain, alpha=0.8) == obc
     subset = StudyConfig("recipe", tiny_store, tmp_path, base, cells=("baseline", "augment"))
     assert [c.name for c in grid_cells(subset, read_store(tiny_store))] == ["baseline", "augment"]
     with pytest.raises(BadInputError, match="--cells 'nope'"):
