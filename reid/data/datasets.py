@@ -296,15 +296,15 @@ class OcclusionAugmentSet(HDF5Split):
             raise BadInputError(f"--occlusion-p {p}: must be between 0 and 1")
         if ramp_epochs < 0:
             raise BadInputError(f"--occlusion-ramp-epochs {ramp_epochs}: must be >= 0 (0 = no ramp)")
-        manifest = read_store(path).splits["train"]
+        super().__init__(path, "train", transform=transform, seed=seed)  # reads the file once
+        manifest = self.manifest
         occluded_rows = occluded_rows_of_types(manifest, occluder_types, Path(path))
         if len(occluded_rows) == 0:
             raise BadInputError(
                 f"{path}: the train split has no occluded copies, so --train-on augment has nothing to draw; "
                 "use --train-on clean or regenerate the file with occlusion"
             )
-        clean_rows = manifest.rows("clean")
-        super().__init__(path, "train", rows=clean_rows, transform=transform, seed=seed)
+        self.rows = manifest.rows("clean").astype(np.int64)
         owners, copies = copies_by_clean_row(manifest, occluded_rows)
         by_owner = dict(zip(owners.tolist(), copies))
         empty = np.zeros(0, dtype=np.int64)
