@@ -203,6 +203,25 @@ def test_wrong_weights_files(tmp_path: Path) -> None:
         build_model(R18, pretrained=text)
 
 
+def test_a_weights_file_that_never_saw_an_image_is_called_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fresh = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "pretrained-but-not.pth"
+    torch.save(fresh.state_dict(), path)
+    with caplog.at_level(logging.WARNING):
+        build_model(R18, pretrained=path)
+    assert any("pretrained-but-not.pth" in r.getMessage() and "never seen an image" in r.getMessage()
+               for r in caplog.records)
+    # One forward pass in training mode moves the statistics: no warning for those weights.
+    fresh.train()
+    with torch.no_grad():
+        fresh(_images(4, seed=0))
+    torch.save(fresh.state_dict(), path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build_model(R18, pretrained=path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 # --------------------------------------------------------------------- checkpoints
 
 

@@ -277,7 +277,24 @@ def _load_weights_file(path: Path, arch: str, expected: dict[str, torch.Tensor])
         raise BadInputError(
             f"{path}: cannot read weights ({type(exc).__name__}); pass a torchvision {arch} state dict (.pth)"
         ) from exc
-    return _extract_backbone_state(raw, path, arch, expected)
+    state = _extract_backbone_state(raw, path, arch, expected)
+    if looks_untrained(state):
+        logger.warning("%s: every BatchNorm still has its initial statistics (running mean 0, variance 1): these "
+                       "weights have never seen an image, so this is random init under another name; use "
+                       "torchvision's %s ImageNet file", path, arch)
+    return state
+
+
+def looks_untrained(state: dict[str, torch.Tensor]) -> bool:
+    """True when every BatchNorm of ``state`` has running mean 0 and running variance 1.
+
+    Trained weights never keep those exactly; files saved straight after construction (some
+    registry packages ship such "pretrained" ResNets) always do.
+    """
+    prefixes = [key.removesuffix(".running_mean") for key in state if key.endswith(".running_mean")]
+    return bool(prefixes) and all(
+        torch.all(state[p + ".running_mean"] == 0) and torch.all(state[p + ".running_var"] == 1)
+        for p in prefixes if p + ".running_var" in state)
 
 
 def _download(url: str, dest: Path, hash_prefix: str | None) -> None:
