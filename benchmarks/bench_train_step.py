@@ -12,8 +12,9 @@ cross-entropy loss, backward and an Adam step: the floor any re-ID trainer on th
 sits on. The ratio ours / baseline is the price of AlignedReID's head and losses (and of
 last stride 1, which quadruples layer4's feature map).
 
-Batch: P=16 identities x K=4 images; ``--train-on both`` (the default, as ``reid train``)
-adds each image's occluded copy, so 128 images a step; ``--train-on clean`` gives 64.
+Batch: P=16 identities x K=4 images; ``--train-on both`` (this script's default: the paper's
+recipe, the heavier one) adds each image's occluded copy, so 128 images a step;
+``--train-on clean`` (``reid train``'s default recipe) gives 64.
 On CUDA both run with the trainer's AMP (bf16 autocast, or fp16 + GradScaler on GPUs
 without bf16) and channels-last; the GPU model is printed.
 

@@ -7,7 +7,9 @@ clean gallery with the one evaluation protocol in :mod:`reid.metrics.protocol`):
   AlignedReID trained on clean images (alpha = 1, the paper's baseline),
   AlignedReID trained on clean + occluded images without OBC (alpha = 1, ``both``), and
   AlignedReID + OBC (alpha = 0.8, ``both``). The middle row separates the gain of the OBC
-  loss from the gain of simply seeing occluded images.
+  loss from the gain of simply seeing occluded images. A fourth row, "this project", is
+  the default recipe of ``reid train`` (the recipe grid's winner,
+  :data:`reid.study_config.DEFAULT_RECIPE`).
 - ``alpha``: a sweep over alpha (paper section 6.5). Selection happens on a validation file
   carved from the *training* identities (:func:`occsim.validation.carve_validation`); the
   test split is reported beside it for reference, never used to choose.
@@ -42,7 +44,14 @@ from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
 from reid.engine.runs import LAST_CHECKPOINT
-from reid.study_config import DEFAULT_ALPHAS, GRIDS, RECIPE_CELLS, Cell, StudyConfig  # noqa: F401 (public names)
+from reid.study_config import (  # noqa: F401 (public names)
+    DEFAULT_ALPHAS,
+    GRIDS,
+    RECIPE_CELLS,
+    Cell,
+    StudyConfig,
+    this_project_cell,
+)
 from reid.engine.trainer import validation_score as trainer_validation_score
 
 logger = logging.getLogger(__name__)
@@ -76,6 +85,7 @@ def grid_cells(config: StudyConfig, store: StoreInfo) -> list[Cell]:
             Cell("aligned-clean", "AlignedReID (clean)", 1.0, "clean"),
             Cell("aligned-both", "AlignedReID + occluded data", 1.0, "both"),
             Cell("aligned-obc", "AlignedReID + OBC", 0.8, "both"),
+            this_project_cell(),
         ]
     if config.grid == "alpha":
         return [Cell(f"alpha-{alpha:g}", f"alpha = {alpha:g}", alpha, "both", on_validation=True)

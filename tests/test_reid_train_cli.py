@@ -105,7 +105,8 @@ def test_batch_p_larger_than_identities_exits_2(tiny_store: Path, tmp_path: Path
 
 
 def test_absent_occluder_type_exits_2(tiny_store: Path, tmp_path: Path) -> None:
-    result = _train("--data", str(tiny_store), "--out", str(tmp_path / "run"), "--train-occluders", "black")
+    result = _train("--data", str(tiny_store), "--out", str(tmp_path / "run"), "--train-on", "both",
+                    "--train-occluders", "black")
     assert result.exit_code == 2
     assert "black" in _error_line(result) and "present: mean" in _error_line(result)
     assert not (tmp_path / "run").exists()
@@ -130,7 +131,7 @@ def test_resume_with_another_config_names_the_keys(trained_run: Path, tiny_store
     assert result.exit_code == 2
     line = _error_line(result)
     differences = line.split("a different configuration (")[1].split(")")[0]
-    assert differences == "alpha: 0.8 -> 0.5; lr: 0.00035 -> 0.001"  # --epochs may change
+    assert differences == "alpha: 1.0 -> 0.5; lr: 0.00035 -> 0.001"  # --epochs may change
     assert (trained_run / "last.pt").read_bytes() == before
 
 

@@ -38,7 +38,23 @@ def _base(data: Path) -> TrainConfig:
 
 def test_table1_grid_is_the_papers_rows_plus_the_open_question(tiny_store: Path, tmp_path: Path) -> None:
     cells = grid_cells(StudyConfig("table1", tiny_store, tmp_path, _base(tiny_store)), read_store(tiny_store))
-    assert [(c.alpha, c.train_on) for c in cells] == [(1.0, "clean"), (1.0, "both"), (0.8, "both")]
+    assert [(c.alpha, c.train_on) for c in cells[:3]] == [(1.0, "clean"), (1.0, "both"), (0.8, "both")]
+    assert cells[3].name == "this-project"
+    # The paper's rows never inherit Random Erasing from the base options; "this project" is the default recipe.
+    base = dataclasses.replace(_base(tiny_store), random_erasing=True)
+    assert [c.train_config(base).random_erasing for c in cells[:3]] == [False, False, False]
+
+
+def test_the_default_training_recipe_is_the_recipe_grids_winner(tiny_store: Path) -> None:
+    from reid.study_config import DEFAULT_RECIPE, recipe_cell, this_project_cell
+
+    defaults = TrainConfig(data=str(tiny_store))
+    # Applying the winning row to the defaults changes nothing: `reid train` with no options runs it.
+    assert recipe_cell(DEFAULT_RECIPE).train_config(defaults) == defaults
+    assert this_project_cell().train_config(defaults) == defaults
+    # ... and it is not the paper's recipe nor the baseline.
+    assert recipe_cell("baseline").train_config(defaults) != defaults
+    assert recipe_cell("paper-obc").train_config(defaults) != defaults
 
 
 def test_alpha_grid_trains_on_the_validation_split(tiny_store: Path, tmp_path: Path) -> None:
@@ -148,6 +164,8 @@ def test_recipe_cells_share_one_budget_and_set_what_they_name(tiny_store: Path, 
     ramp = by_name["augment-ramp"].train_config(base)
     assert (ramp.train_on, ramp.occlusion_p, ramp.occlusion_ramp_epochs, ramp.epochs) == ("augment", 0.5, 19, 20)
     assert by_name["augment-erasing"].train_config(base).random_erasing
+    erasing = by_name["erasing"].train_config(base)
+    assert (erasing.train_on, erasing.alpha, erasing.random_erasing, erasing.epochs) == ("clean", 1.0, True, 20)
     assert by_name["augment-visibility"].train_config(base).visibility_weight > 0
     assert not by_name["augment"].train_config(base).random_erasing
     # The no-OBC twins of the paper's pairs and of the augmentation: alpha 1, nothing else changed.

@@ -82,10 +82,11 @@ def test_learning_rate_cosine() -> None:
 
 
 def test_config_round_trip_and_differences() -> None:
-    cfg = TrainConfig(data="a.h5", out="runs/x", input_size=(64, 32), milestones=[4, 8], eval_queries=["clean"])
+    cfg = TrainConfig(data="a.h5", out="runs/x", input_size=(64, 32), milestones=[4, 8], eval_queries=["clean"],
+                      train_on="both")
     data = json.loads(json.dumps(cfg.to_dict()))
     assert TrainConfig.from_dict(data) == cfg
-    changed = dataclasses.replace(cfg, lr=1e-3, epochs=7, workers=0, device="cpu", alpha=1.0, out="elsewhere")
+    changed = dataclasses.replace(cfg, lr=1e-3, epochs=7, workers=0, device="cpu", alpha=0.5, out="elsewhere")
     # epochs / workers / device / out may change on resume; lr and alpha may not.
     assert [d.split(":")[0] for d in config_differences(changed, data)] == ["alpha", "lr"]
     with pytest.raises(BadInputError, match="unknown keys"):
@@ -101,7 +102,8 @@ def test_config_round_trip_and_differences() -> None:
 @pytest.mark.parametrize(
     "overrides, needle",
     [({"batch_p": 1}, "--batch-p 1"), ({"alpha": 1.5}, "--alpha 1.5"), ({"resume": True, "force": True}, "not both"),
-     ({"train_on": "half"}, "--train-on"), ({"train_on": "clean", "train_occluders": ("mean",)}, "--train-occluders")],
+     ({"train_on": "half"}, "--train-on"), ({"train_on": "clean", "train_occluders": ("mean",)}, "--train-occluders"),
+     ({"train_on": "clean", "visibility_weight": 1.0}, "--visibility-weight 1: its targets")],
 )
 def test_config_rejects_bad_values(overrides: dict, needle: str) -> None:
     with pytest.raises(BadInputError, match=needle):

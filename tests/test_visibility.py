@@ -262,6 +262,7 @@ def test_train_with_visibility_weight_then_eval_with_and_without_weighting(tiny_
         "--data", str(tiny_store), "--out", str(out), "--arch", "resnet18", "--pretrained", "none", "--epochs", "1",
         "--batch-p", "2", "--batch-k", "2", "--size", "64x32", "--workers", "0", "--warmup-epochs", "0",
         "--max-steps-per-epoch", "2", "--device", "cpu", "--eval-every", "0", "--visibility-weight", "0.5",
+        "--train-on", "both", "--alpha", "0.8",
     ])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
