@@ -43,6 +43,7 @@ from common.atomic import atomic_write_bytes, atomic_write_json
 from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
+from reid.engine.config import config_differences
 from reid.engine.runs import LAST_CHECKPOINT
 from reid.study_config import (  # noqa: F401 (public names)
     DEFAULT_ALPHAS,
@@ -129,9 +130,21 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
 
     folder = cell_dir(config.out, cell, seed)
     result_path = folder / RESULT_FILE
+    run_dir = folder / "run"
+    resume = (run_dir / LAST_CHECKPOINT).is_file()
+    train_config = cell.train_config(
+        config.base, data=str(train_data), out=str(run_dir), seed=seed, eval_every=0, resume=resume, force=not resume,
+    )
     if result_path.is_file():
-        logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
         result = json.loads(result_path.read_text())
+        recorded = result.get("train_config", {})
+        changed = config_differences(train_config, recorded)
+        if recorded.get("epochs", train_config.epochs) != train_config.epochs:
+            changed.append(f"epochs: {recorded['epochs']!r} -> {train_config.epochs!r}")
+        if changed:  # reusing it would put another recipe's numbers in this report
+            raise BadInputError(f"{folder}: this cell was trained with other options ({'; '.join(changed)}); "
+                                f"pass a new --out, or delete {folder} to train it again")
+        logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
         if result.get("distance", "global") != config.distance:  # asked for another distance: evaluate again
             result["evaluations"], result["distance"] = {}, config.distance
         missing = {role: path for role, path in eval_files.items() if role not in result["evaluations"]}
@@ -142,11 +155,6 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
             atomic_write_json(result_path, result)
         return result, False
     folder.mkdir(parents=True, exist_ok=True)
-    run_dir = folder / "run"
-    resume = (run_dir / LAST_CHECKPOINT).is_file()
-    train_config = cell.train_config(
-        config.base, data=str(train_data), out=str(run_dir), seed=seed, eval_every=0, resume=resume, force=not resume,
-    )
     logger.info("%s (seed %d): %s", cell.label, seed, "resuming" if resume else "training")
     trained = train(train_config)
     if trained.interrupted:

@@ -120,6 +120,12 @@ def test_study_end_to_end_then_a_rerun_reuses_finished_cells(tiny_store: Path, t
     assert (out / "cells" / "alpha-0.5-seed0" / "result.json").stat().st_mtime_ns == stamp
     assert json.loads((out / "results.json").read_text())["cells"] == results["cells"]
 
+    # A finished cell is never reused under other training options: one line, exit 2, nothing touched.
+    other = runner.invoke(study_command, [*args, "--lr", "0.01"])
+    assert other.exit_code == 2
+    assert "alpha-1-seed0" in other.output and "lr: 0.00035 -> 0.01" in other.output and "new --out" in other.output
+    assert (out / "cells" / "alpha-0.5-seed0" / "result.json").stat().st_mtime_ns == stamp
+
 
 def test_an_interrupted_cell_resumes_from_its_last_checkpoint(tiny_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
