@@ -356,7 +356,7 @@ def recipe_reading(cells: list[Cell], results: dict[str, list[dict[str, Any]]], 
     focus_best = _mean_map(results[best.name], [focus])
     ratio = f"{focus_best / base_focus:.2f}x" if base_focus > 0 else "n/a"
     sentences.append(
-        f"The best row by the mean of clean and occluded mAP is **{best.label}**: clean mAP {100 * clean_best:.2f} "
+        f"Of the other rows, the best by the mean of clean and occluded mAP is **{best.label}**: clean mAP {100 * clean_best:.2f} "
         f"({100 * (clean_best - base_clean):+.2f} points against the baseline), {focus} mAP {100 * focus_best:.2f} "
         f"({ratio} the baseline's).")
     costs = [c.label for c in others if _mean_map(results[c.name], ["clean"]) < base_clean - 0.01]

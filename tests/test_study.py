@@ -200,7 +200,7 @@ def test_recipe_reading_is_written_from_the_numbers() -> None:
     text = recipe_reading(cells, results, ["clean", "occluded:mean"], "occluded:mean")
     assert "clean mAP 31.00 and occluded:mean mAP 6.00" in text
     # Mean of clean and occluded mAP: A (0.3025 + 0.14) / 2 = 0.221 beats B (0.21 + 0.20) / 2 = 0.205.
-    assert "best row by the mean of clean and occluded mAP is **recipe A**" in text
+    assert "the best by the mean of clean and occluded mAP is **recipe A**" in text
     assert "clean mAP 30.25 (-0.75 points" in text and "(2.33x the baseline's)" in text
     assert "cost more than one point of clean mAP: recipe B" in text
     assert "2× baseline): recipe A." in text
