@@ -197,6 +197,33 @@ def test_cli_saliency_writes_figures_and_box_mass(tiny_store: Path, checkpoint: 
     assert "in-box share" in result.output and "chance" in result.output
 
 
+def test_saliency_normalises_with_the_checkpoints_mean_and_std(tiny_store: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from occsim.store import read_store
+    from reid.models.aligned import ModelConfig, build_model
+    from reid.models.checkpoint import save_checkpoint
+    from reid.saliency import gradcam
+    from reid.saliency.run import run_saliency
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=6, arch="resnet18")
+    path = save_checkpoint(tmp_path / "gray" / "last.pt", build_model(config, pretrained=None), config,
+                           read_store(tiny_store).fingerprint,
+                           extra={"input_size": [64, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    seen: list[tuple] = []
+    real = gradcam.normalize_batch
+
+    def spy(images, mean=None, std=None):
+        seen.append((tuple(mean), tuple(std)))
+        return real(images, mean, std)
+
+    monkeypatch.setattr(gradcam, "normalize_batch", spy)
+    run_saliency(tiny_store, [path], tmp_path / "sal", ids=[102], device="cpu")
+    assert seen and set(seen) == {((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))}
+
+
 def test_cli_saliency_unknown_id_exits_2(tiny_store: Path, checkpoint: Path, tmp_path: Path) -> None:
     args = ["--data", str(tiny_store), "--checkpoint", str(checkpoint), "--ids", "999", "--device", "cpu",
             "--out", str(tmp_path / "x")]

@@ -45,7 +45,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.errors import BadInputError
-from reid.data.transforms import EvalTransform, normalize_batch
+from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, normalize_batch
+
+#: (mean, std) per RGB channel in [0, 1] units, as a checkpoint's InferenceSpec records them.
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
 
 TARGETS: tuple[str, ...] = ("similarity", "obc")
 
@@ -191,10 +194,11 @@ class GradCAM:
 # ----------------------------------------------------------------------- maps of a model
 
 
-def _to_input(images: np.ndarray, input_size: tuple[int, int], device: torch.device) -> Tensor:
+def _to_input(images: np.ndarray, input_size: tuple[int, int], device: torch.device,
+              normalization: Normalization) -> Tensor:
     """uint8 RGB [n, H, W, 3] -> normalised float [n, 3, H_in, W_in] on ``device`` (the eval path)."""
     tensors = EvalTransform(input_size)(list(images))
-    return normalize_batch(torch.stack(tensors).to(device))
+    return normalize_batch(torch.stack(tensors).to(device), *normalization)
 
 
 def _score_fn(target: str, clean_emb: Tensor | None) -> Callable[[Any], Tensor]:
@@ -215,6 +219,7 @@ def model_saliency(
     device: str | torch.device = "cpu",
     batch_size: int = 16,
     layer: nn.Module | None = None,
+    normalization: Normalization = (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)),
 ) -> np.ndarray:
     """Grad-CAM maps of one model on occluded images, upsampled to the stored size.
 
@@ -225,6 +230,7 @@ def model_saliency(
         input_size: (H_in, W_in) the model was trained at.
         target: "similarity" or "obc" (see the module docstring).
         layer: the hooked layer; default :func:`find_target_layer`.
+        normalization: (mean, std) the model was trained with (its checkpoint records them).
 
     Returns:
         float32, shape [n, H, W], values in [0, 1].
@@ -239,11 +245,12 @@ def model_saliency(
     maps: list[np.ndarray] = []
     try:
         for start in range(0, len(occluded), batch_size):
-            occ = _to_input(occluded[start : start + batch_size], input_size, device)
+            occ = _to_input(occluded[start : start + batch_size], input_size, device, normalization)
             clean_emb = None
             if target == "similarity":
                 with torch.no_grad():
-                    clean_emb = model(_to_input(clean[start : start + batch_size], input_size, device)).global_feat.float()
+                    clean_in = _to_input(clean[start : start + batch_size], input_size, device, normalization)
+                    clean_emb = model(clean_in).global_feat.float()
             with GradCAM(model, layer) as cam:
                 maps.append(upsample_cam(cam(occ, _score_fn(target, clean_emb)), out_size).cpu().numpy())
     finally:

@@ -19,7 +19,7 @@ from common.errors import BadInputError
 from occsim.schema import OCC_TYPE_NAMES, OCCLUDER_NAMES
 from occsim.store import SplitManifest, open_h5, read_images, read_store
 from reid.saliency.figures import write_saliency_figures
-from reid.saliency.gradcam import TARGETS, model_saliency
+from reid.saliency.gradcam import TARGETS, Normalization, model_saliency
 from reid.saliency.mass import (
     BOX_MASS_JSON,
     ModelSaliency,
@@ -91,7 +91,9 @@ def saliency_for_queries(
     """Grad-CAM of each model on occluded query images, and the share of mass in each box.
 
     Args:
-        models: (name, model, input_size) triples; input_size = (H, W) the model expects.
+        models: (name, model, input_size) triples, or (name, model, input_size, (mean, std));
+            input_size = (H, W) the model expects, (mean, std) its normalisation (ImageNet's
+            when absent).
         h5_path: the occluded-reid HDF5 file.
         rows: rows of the ``query`` split holding occluded images, shape [n].
         target: "similarity" or "obc".
@@ -125,8 +127,10 @@ def saliency_for_queries(
         target=target,
         occ_type=",".join(OCC_TYPE_NAMES[c] for c in codes if c > 0),
     )
-    for name, model, input_size in tqdm(models, desc="saliency", unit="model", disable=None, leave=False):
-        cams = model_saliency(model, occluded, clean, input_size, target, device, batch_size)
+    for name, model, input_size, *normalization in tqdm(models, desc="saliency", unit="model", disable=None,
+                                                         leave=False):
+        cams = model_saliency(model, occluded, clean, input_size, target, device, batch_size,
+                              **({"normalization": normalization[0]} if normalization else {}))
         masses = np.array([box_mass(c, b) for c, b in zip(cams, result.boxes)], dtype=np.float64)
         result.models.append(ModelSaliency(name=name, cams=cams, box_mass=masses))
         logger.info("%s: mean saliency share inside the box %.3f", name, result.models[-1].mean_box_mass)
@@ -193,7 +197,7 @@ def run_saliency(
     """``reid saliency``: load each checkpoint, compute Grad-CAM on the chosen occluded queries,
     write the Figure-2 PNGs, the contact sheet and :data:`BOX_MASS_JSON` into ``out_dir``.
 
-    Each model runs at the input size its checkpoint records
+    Each model runs at the input size and with the mean/std its checkpoint records
     (:func:`reid.models.inference.load_inference_model`).
 
     Raises:
@@ -216,12 +220,12 @@ def run_saliency(
     # Select before loading the models, so that a wrong --ids fails fast.
     rows = select_occluded_queries(store.splits["query"], data, occ_type, ids=ids, n=n, seed=seed)
     dev = resolve_device(device)
-    models: list[tuple[str, nn.Module, tuple[int, int]]] = []
+    models: list[tuple[str, nn.Module, tuple[int, int], Normalization]] = []
     for label, path in zip(labels, paths):
         model, spec = load_inference_model(path, device=dev)
         if spec.dataset_fingerprint != store.fingerprint:
             logger.warning("%s was trained on data with another fingerprint than %s: the splits may differ", path, data)
-        models.append((label, model, spec.input_size))
+        models.append((label, model, spec.input_size, (spec.mean, spec.std)))
     result = saliency_for_queries(models, data, rows, target=target, device=dev, batch_size=batch_size)
     figures = write_saliency_figures(result, out_dir, scale=scale)
     summary = box_mass_summary(
@@ -230,7 +234,7 @@ def run_saliency(
             "data": str(data),
             "data_fingerprint": store.fingerprint,
             "checkpoints": {label: str(path) for label, path in zip(labels, paths)},
-            "input_size": {label: list(size) for label, _, size in models},
+            "input_size": {label: list(size) for label, _, size, _ in models},
         },
     )
     json_path = write_box_mass_json(summary, out_dir / BOX_MASS_JSON)
