@@ -373,6 +373,9 @@ def test_ctrl_c_during_generate_is_one_line_exit_130_and_leaves_nothing(tmp_path
 
     import occsim.generate as gen
     from cli.occsim_cli import main
+
+    # What was installed before (SIG_IGN when the suite runs as a background job, e.g. under nohup).
+    before = signal.getsignal(signal.SIGINT)
     from tests.test_sources import make_market_tree
 
     market = make_market_tree(tmp_path / "Market")
@@ -393,7 +396,7 @@ def test_ctrl_c_during_generate_is_one_line_exit_130_and_leaves_nothing(tmp_path
     assert _error_line(result) == ("error: interrupted by signal 2; nothing was written (outputs appear only when "
                                    "complete)")
     assert list(out_dir.iterdir()) == []
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
 
 def test_synth_workers_are_capped_too(two_cpus: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
