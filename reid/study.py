@@ -43,7 +43,7 @@ from common.atomic import atomic_write_bytes, atomic_write_json
 from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
-from reid.engine.config import config_differences
+from reid.engine.config import RESUME_MUTABLE, config_differences
 from reid.engine.runs import LAST_CHECKPOINT
 from reid.study_config import (  # noqa: F401 (public names)
     DEFAULT_ALPHAS,
@@ -137,10 +137,8 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     )
     if result_path.is_file():
         result = json.loads(result_path.read_text())
-        recorded = result.get("train_config", {})
-        changed = config_differences(train_config, recorded)
-        if recorded.get("epochs", train_config.epochs) != train_config.epochs:
-            changed.append(f"epochs: {recorded['epochs']!r} -> {train_config.epochs!r}")
+        # What a resume may change, except the epochs: a finished cell's length is its recipe.
+        changed = config_differences(train_config, result.get("train_config", {}), ignore=RESUME_MUTABLE - {"epochs"})
         if changed:  # reusing it would put another recipe's numbers in this report
             raise BadInputError(f"{folder}: this cell was trained with other options ({'; '.join(changed)}); "
                                 f"pass a new --out, or delete {folder} to train it again")

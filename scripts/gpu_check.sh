@@ -72,12 +72,14 @@ fi
 : > "$RESULTS/steps.tsv"
 
 # ---------------------------------------------------------------------------------- the steps
+# The trainings exercise the paper's recipe (pairs + OBC), the heavier path, not reid train's default.
+PAPER_RECIPE=(--train-on both --alpha 0.8 --no-random-erasing)
 if [ "$DRY" = 1 ]; then
     DEVICE=cpu; CORES=2
     BENCH=(--quick --device cpu --steps 1 --warmup 0 --batch-p 2 --batch-k 2)
     SYNTH=(--ids 12 --images-per-id 4 --workers 1)
     GENERATE=(--size 64x32 --patch 16 --workers 2)
-    TRAIN=(--train-on both --alpha 0.8 --arch resnet18 --size 64x32 --batch-p 2 --batch-k 2 --max-steps-per-epoch 2 --workers 0)
+    TRAIN=("${PAPER_RECIPE[@]}" --arch resnet18 --size 64x32 --batch-p 2 --batch-k 2 --max-steps-per-epoch 2 --workers 0)
     DDP_STEPS=2
 else
     DEVICE=cuda
@@ -85,7 +87,7 @@ else
     BENCH=(--device cuda --steps 10 --warmup 3)
     SYNTH=(--ids 1000 --images-per-id 12 --workers "$CORES")
     GENERATE=(--workers "$CORES")
-    TRAIN=(--train-on both --alpha 0.8 --arch resnet50 --size 256x128 --batch-p 16 --batch-k 4 --workers $((CORES > 12 ? 12 : CORES)))
+    TRAIN=("${PAPER_RECIPE[@]}" --arch resnet50 --size 256x128 --batch-p 16 --batch-k 4 --workers $((CORES > 12 ? 12 : CORES)))
     DDP_STEPS=20
 fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pytest
@@ -103,9 +103,9 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_store(tmp_path_factory.mktemp("tiny_store") / "tiny.h5")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A freshly initialised resnet18 checkpoint for tiny_store (input 64x32), as `reid train` writes one."""
+def write_fresh_checkpoint(path: Path, store: Path, **extra: Any) -> Path:
+    """A freshly initialised (seed 0) resnet18 checkpoint for ``store`` at ``path``, input 64x32,
+    as `reid train` writes one; ``extra`` adds to what it records (e.g. mean and std)."""
     import torch
 
     from occsim.store import read_store
@@ -115,5 +115,11 @@ def checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     torch.manual_seed(0)
     config = ModelConfig(num_classes=6, arch="resnet18")
     model = build_model(config, pretrained=None)
-    path = tmp_path_factory.mktemp("run") / "baseline" / "last.pt"
-    return save_checkpoint(path, model, config, read_store(tiny_store).fingerprint, extra={"input_size": [64, 32]})
+    return save_checkpoint(path, model, config, read_store(store).fingerprint,
+                           extra={"input_size": [64, 32], **extra})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly initialised resnet18 checkpoint for tiny_store (input 64x32), as `reid train` writes one."""
+    return write_fresh_checkpoint(tmp_path_factory.mktemp("run") / "baseline" / "last.pt", tiny_store)

@@ -18,6 +18,7 @@ from reid.engine.features import extract_features
 from reid.metrics.protocol import evaluate
 from reid.models.aligned import ModelConfig, build_model
 from reid.models.checkpoint import load_model, save_checkpoint
+from tests.conftest import write_fresh_checkpoint
 
 SIZE = (64, 32)
 
@@ -167,11 +168,7 @@ def test_eval_normalises_with_the_checkpoints_statistics(tiny_store: Path, tmp_p
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import reid.engine.evaluator as evaluator
 
-    torch.manual_seed(0)
-    config = ModelConfig(num_classes=6, arch="resnet18")
-    path = save_checkpoint(tmp_path / "run" / "last.pt", build_model(config, pretrained=None), config,
-                           read_store(tiny_store).fingerprint,
-                           extra={"input_size": [64, 32], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]})
+    path = write_fresh_checkpoint(tmp_path / "run" / "last.pt", tiny_store, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
     seen: list[dict] = []
     real = evaluator.extract_features
 

@@ -199,19 +199,12 @@ def test_cli_saliency_writes_figures_and_box_mass(tiny_store: Path, checkpoint: 
 
 def test_saliency_normalises_with_the_checkpoints_mean_and_std(tiny_store: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
-    from occsim.store import read_store
-    from reid.models.aligned import ModelConfig, build_model
-    from reid.models.checkpoint import save_checkpoint
     from reid.saliency import gradcam
     from reid.saliency.run import run_saliency
+    from tests.conftest import write_fresh_checkpoint
 
-    torch.manual_seed(0)
-    config = ModelConfig(num_classes=6, arch="resnet18")
-    path = save_checkpoint(tmp_path / "gray" / "last.pt", build_model(config, pretrained=None), config,
-                           read_store(tiny_store).fingerprint,
-                           extra={"input_size": [64, 32], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    path = write_fresh_checkpoint(tmp_path / "gray" / "last.pt", tiny_store,
+                                  mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
     seen: list[tuple] = []
     real = gradcam.normalize_batch
 

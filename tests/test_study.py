@@ -124,6 +124,8 @@ def test_study_end_to_end_then_a_rerun_reuses_finished_cells(tiny_store: Path, t
     other = runner.invoke(study_command, [*args, "--lr", "0.01"])
     assert other.exit_code == 2
     assert "alpha-1-seed0" in other.output and "lr: 0.00035 -> 0.01" in other.output and "new --out" in other.output
+    longer = runner.invoke(study_command, [*args, "--epochs", "2"])  # a finished cell's length is its recipe
+    assert longer.exit_code == 2 and "epochs: 1 -> 2" in longer.output
     assert (out / "cells" / "alpha-0.5-seed0" / "result.json").stat().st_mtime_ns == stamp
 
 

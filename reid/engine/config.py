@@ -233,8 +233,10 @@ class TrainConfig:
         return TransformConfig(size=self.input_size, random_erasing=self.random_erasing)
 
 
-def config_differences(given: TrainConfig, recorded: dict[str, Any]) -> list[str]:
-    """Keys (outside :data:`RESUME_MUTABLE`) whose value in ``given`` differs from ``recorded``.
+def config_differences(given: TrainConfig, recorded: dict[str, Any],
+                       ignore: frozenset[str] = RESUME_MUTABLE) -> list[str]:
+    """Keys (outside ``ignore``, by default :data:`RESUME_MUTABLE`: what a resume may change)
+    whose value in ``given`` differs from ``recorded``.
 
     ``recorded`` is a :meth:`TrainConfig.to_dict` from a checkpoint; a key it lacks (written
     before that option existed) counts as its default. Returns "key: recorded -> given"
@@ -244,7 +246,7 @@ def config_differences(given: TrainConfig, recorded: dict[str, Any]) -> list[str
     defaults = TrainConfig().to_dict()
     out = []
     for key in sorted(mine):
-        if key in RESUME_MUTABLE:
+        if key in ignore:
             continue
         theirs = recorded.get(key, defaults[key])
         if isinstance(theirs, tuple):

@@ -81,7 +81,7 @@ def select_occluded_queries(
 
 
 def saliency_for_queries(
-    models: Sequence[tuple[str, nn.Module, tuple[int, int]]],
+    models: Sequence[tuple[str, nn.Module, tuple[int, int], Normalization]],
     h5_path: str | Path,
     rows: Sequence[int] | np.ndarray,
     target: str = "similarity",
@@ -91,9 +91,8 @@ def saliency_for_queries(
     """Grad-CAM of each model on occluded query images, and the share of mass in each box.
 
     Args:
-        models: (name, model, input_size) triples, or (name, model, input_size, (mean, std));
-            input_size = (H, W) the model expects, (mean, std) its normalisation (ImageNet's
-            when absent).
+        models: (name, model, input_size, (mean, std)) quadruples: input_size = (H, W) the
+            model expects, (mean, std) the normalisation it was trained with.
         h5_path: the occluded-reid HDF5 file.
         rows: rows of the ``query`` split holding occluded images, shape [n].
         target: "similarity" or "obc".
@@ -127,10 +126,10 @@ def saliency_for_queries(
         target=target,
         occ_type=",".join(OCC_TYPE_NAMES[c] for c in codes if c > 0),
     )
-    for name, model, input_size, *normalization in tqdm(models, desc="saliency", unit="model", disable=None,
-                                                         leave=False):
+    for name, model, input_size, normalization in tqdm(models, desc="saliency", unit="model", disable=None,
+                                                        leave=False):
         cams = model_saliency(model, occluded, clean, input_size, target, device, batch_size,
-                              **({"normalization": normalization[0]} if normalization else {}))
+                              normalization=normalization)
         masses = np.array([box_mass(c, b) for c, b in zip(cams, result.boxes)], dtype=np.float64)
         result.models.append(ModelSaliency(name=name, cams=cams, box_mass=masses))
         logger.info("%s: mean saliency share inside the box %.3f", name, result.models[-1].mean_box_mass)
