@@ -143,13 +143,15 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
             raise BadInputError(f"{folder}: this cell was trained with other options ({'; '.join(changed)}); "
                                 f"pass a new --out, or delete {folder} to train it again")
         logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
-        if result.get("distance", "global") != config.distance:  # asked for another distance: evaluate again
-            result["evaluations"], result["distance"] = {}, config.distance
+        if (result.get("distance", "global"), result.get("flip", False)) != (config.distance, config.flip):
+            # asked for another distance or flip setting: evaluate again
+            result["evaluations"], result["distance"], result["flip"] = {}, config.distance, config.flip
         missing = {role: path for role, path in eval_files.items() if role not in result["evaluations"]}
-        if missing:  # a --test-data file added since (or another distance): evaluate, do not train
+        if missing:  # a --test-data file added since (or other evaluation settings): evaluate, do not train
             logger.info("%s (seed %d): evaluating on %s", cell.label, seed, ", ".join(map(str, missing.values())))
             result["evaluations"].update(
-                evaluate_checkpoint(Path(result["checkpoint"]), missing, config.device, config.distance))
+                evaluate_checkpoint(Path(result["checkpoint"]), missing, config.device, config.distance,
+                                    config.flip))
             atomic_write_json(result_path, result)
         return result, False
     folder.mkdir(parents=True, exist_ok=True)
@@ -157,12 +159,13 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     trained = train(train_config)
     if trained.interrupted:
         raise KeyboardInterrupt(trained.message)
-    evaluations = evaluate_checkpoint(trained.last_checkpoint, eval_files, config.device, config.distance)
+    evaluations = evaluate_checkpoint(trained.last_checkpoint, eval_files, config.device, config.distance,
+                                      config.flip)
     result = {
         "cell": cell.name, "label": cell.label, "seed": seed, "alpha": cell.alpha, "train_on": cell.train_on,
         "train_occluders": list(cell.train_occluders), "train_data": str(train_data),
         "checkpoint": str(trained.last_checkpoint), "epochs": trained.epochs_completed,
-        "train_config": train_config.to_dict(), "distance": config.distance,
+        "train_config": train_config.to_dict(), "distance": config.distance, "flip": config.flip,
         "train_metrics": trained.final_metrics, "evaluations": evaluations,
     }
     atomic_write_json(result_path, result)
@@ -170,9 +173,10 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
 
 
 def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: str,
-                        distance: str = "global") -> dict[str, dict[str, Any]]:
+                        distance: str = "global", flip: bool = False) -> dict[str, dict[str, Any]]:
     """Scores of ``checkpoint`` on each file's query sets ("all") against its clean gallery,
-    at the checkpoint's input size, with ``distance``: role -> query set -> metrics,
+    at the checkpoint's input size, with ``distance`` (and mirror-averaged features with
+    ``flip``): role -> query set -> metrics,
     ``num_queries`` and ``cmc``."""
     from reid.engine.evaluator import evaluate_model
     from reid.models.inference import load_inference_model
@@ -181,7 +185,8 @@ def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: s
     evaluations = {}
     for role, path in eval_files.items():
         report = evaluate_model(model, path, queries=("all",), gallery="clean", device=device,
-                                input_size=spec.input_size, distance=distance, normalization=(spec.mean, spec.std))
+                                input_size=spec.input_size, distance=distance, flip=flip,
+                                normalization=(spec.mean, spec.std))
         evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
                                         "cmc": [float(v) for v in row.cmc]}
                              for row in report.rows}
@@ -472,7 +477,8 @@ def run_study(config: StudyConfig) -> StudyReport:
         table = recipe_markdown(cells, results, queries)
         sections += ["## Recipes", "", table, "",
                      f"Every row gets the same compute: rows that train on clean + occluded pairs see two images "
-                     f"per sampled item and train half the epochs. Retrieval distance: {config.distance}.", "",
+                     f"per sampled item and train half the epochs. Retrieval distance: {config.distance}"
+                     f"{', features averaged with the mirrored image' if config.flip else ''}.", "",
                      "## Reading", "", recipe_reading(cells, results, queries, focus), ""]
     else:
         queries = ["clean", *(f"occluded:{t}" for t in store.split("query").occ_types_present())]

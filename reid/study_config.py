@@ -134,6 +134,7 @@ class StudyConfig:
         distance: retrieval distance every cell is evaluated with ("global", "local",
             "global+local"; a checkpoint with a visibility head uses the visibility-weighted
             aligned distance for the local part).
+        flip: evaluate every cell on features averaged with those of the mirrored image.
     """
 
     grid: str
@@ -155,6 +156,8 @@ class StudyConfig:
                                     metavar="NAMES", text=comma_text, parse=comma_words).field()
     distance: str = Option("global", "Retrieval distance every cell is evaluated with.",
                            choices=DISTANCE_CHOICES).field()
+    flip: bool = Option(False, "Evaluate every cell on features averaged with those of the mirrored image "
+                               "(finished cells are evaluated again, not trained).", flag=True).field()
 
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:

@@ -220,3 +220,28 @@ def test_recipe_study_end_to_end_writes_table_and_reading(tiny_store: Path, tmp_
     assert cells["baseline"][0]["distance"] == "global"
     again = CliRunner().invoke(study_command, args)
     assert again.exit_code == 0 and "0 cell run(s) trained, 2 reused" in again.output
+
+
+def test_recipe_study_flip_evaluates_finished_cells_again_without_training(
+        tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reid.engine.evaluator as evaluator
+
+    out = tmp_path / "recipe"
+    args = ["recipe", "--data", str(tiny_store), "--out", str(out), "--cells", "baseline", *TINY_TRAINING]
+    assert CliRunner().invoke(study_command, args).exit_code == 0
+    flips: list[bool] = []
+    real = evaluator.evaluate_model
+
+    def recording(*a, **kw):  # the evaluation the study asks for, with the flip it passes
+        flips.append(kw.get("flip", False))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(evaluator, "evaluate_model", recording)
+    flipped = CliRunner().invoke(study_command, [*args, "--flip"])
+    assert flipped.exit_code == 0, flipped.output
+    assert "0 cell run(s) trained, 1 reused" in flipped.output and flips == [True]
+    cell = json.loads((out / "results.json").read_text())["cells"]["baseline"][0]
+    assert cell["flip"] is True and "clean" in cell["evaluations"]["test"]
+    assert "averaged with the mirrored image" in (out / "report.md").read_text()
+    again = CliRunner().invoke(study_command, [*args, "--flip"])  # same settings: nothing evaluated again
+    assert again.exit_code == 0 and flips == [True]
