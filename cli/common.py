@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
@@ -42,35 +42,44 @@ def handle_bad_input(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class OneLineErrorsGroup(click.Group):
-    """A Click group whose usage errors (a bad option value, an unknown option or command, a
+def run_with_one_line_errors(invoke: Callable[[], Any], prog_name: str) -> NoReturn:
+    """Run a Click entry point in non-standalone mode (``invoke``) and exit the way every
+    command here does: usage errors (a bad option value, an unknown option or command, a
     missing argument) are one ``error: <command>: <what>; see '<command> --help'`` line and exit
-    status 2, like every other error, instead of Click's usage block; Ctrl-C that reaches
-    Click is one ``error: interrupted`` line and exit status 130. ``--help`` is unchanged."""
+    status 2 instead of Click's usage block; Ctrl-C that reaches Click is one ``error:
+    interrupted`` line and exit status 130. ``--help`` is unchanged."""
+    try:
+        result = invoke()
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as Click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else prog_name
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        click.echo(f"error: {command}: {message}; see '{command} --help'", err=True)
+        sys.exit(BAD_INPUT_EXIT)
+    except click.ClickException as exc:
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:  # Ctrl-C or end of input outside a command's own handling
+        click.echo("error: interrupted", err=True)
+        sys.exit(INTERRUPTED_EXIT)
+    # Without standalone mode Click returns the command's value, or the code of an explicit
+    # exit (--help: 0); the commands here return None on success.
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+class OneLineErrorsGroup(click.Group):
+    """A Click group whose errors end as :func:`run_with_one_line_errors` says."""
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as Click prints it
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.UsageError as exc:
-            command = exc.ctx.command_path if exc.ctx is not None else (prog_name or self.name or "")
-            message = " ".join(exc.format_message().split()).rstrip(".")
-            click.echo(f"error: {command}: {message}; see '{command} --help'", err=True)
-            sys.exit(BAD_INPUT_EXIT)
-        except click.ClickException as exc:
-            click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:  # Ctrl-C or end of input outside a command's own handling
-            click.echo("error: interrupted", err=True)
-            sys.exit(INTERRUPTED_EXIT)
-        # Without standalone mode Click returns the command's value, or the code of an explicit
-        # exit (--help: 0); the commands here return None on success.
-        sys.exit(result if isinstance(result, int) else 0)
+        run_with_one_line_errors(
+            lambda: super(OneLineErrorsGroup, self).main(args, prog_name, complete_var, standalone_mode=False,
+                                                         **extra),
+            prog_name or self.name or "")
 
 
 def handle_interrupt(func: F) -> F:

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.common import handle_bad_input, setup_logging
+from cli.common import handle_bad_input, run_with_one_line_errors, setup_logging
 from cli.options import config_options
 from cli.train_options import PER_RUN_NAMES, SHARED_NAMES, pop_training_kwargs, shared_training_options
 from common.errors import BadInputError
@@ -75,4 +75,5 @@ def train_command(data: Path, out: Path | None, name: str | None, **options: Any
 if __name__ == "__main__":
     # `python -m cli.reid_train ...` / `torchrun --nproc_per_node=N -m cli.reid_train ...`
     setup_logging(False)
-    train_command()
+    run_with_one_line_errors(lambda: train_command.main(prog_name="python -m cli.reid_train", standalone_mode=False),
+                             "python -m cli.reid_train")

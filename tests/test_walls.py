@@ -178,6 +178,18 @@ def test_usage_errors_are_one_line_and_exit_2(group: str, args: list[str], expec
     assert _error_line(result).startswith(expected) and result.stdout == ""
 
 
+def test_the_torchrun_entry_point_has_the_same_one_line_usage_errors() -> None:
+    import subprocess
+    import sys
+
+    # `torchrun -m cli.reid_train` runs the module, not the `reid` group.
+    done = subprocess.run([sys.executable, "-m", "cli.reid_train", "--batch-p", "1"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == ["error: python -m cli.reid_train: Invalid value for '--batch-p': 1 is not in "
+                                        "the range x>=2; see 'python -m cli.reid_train --help'"]
+
+
 def test_help_still_answers(tmp_path: Path) -> None:
     from cli.occsim_cli import main as occsim_main
     from cli.reid_cli import main as reid_main
