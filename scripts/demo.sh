@@ -10,7 +10,7 @@ VENV="${VENV:-.venv}"
 export PATH="$PWD/$VENV/bin:$PATH"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 OUT=reports/demo
-EPOCHS="${DEMO_EPOCHS:-16}"
+EPOCHS="${DEMO_EPOCHS:-12}"
 mkdir -p "$OUT"
 
 [ -d data/synthetic-market ] || occsim synth --out data/synthetic-market --seed 0
