@@ -461,7 +461,8 @@ def run_study(config: StudyConfig) -> StudyReport:
                 f"Data: `{config.data}` (fingerprint `{store.fingerprint[:12]}`), seeds {list(config.seeds)}, "
                 f"arch {config.base.arch}, input {config.base.input_size[0]}x{config.base.input_size[1]}, "
                 f"{config.base.epochs} epochs, P×K = {config.base.batch_p}×{config.base.batch_k}. "
-                "Queries against the clean gallery; values in %.", ""]
+                f"Queries against the clean gallery, retrieval distance {config.distance}"
+                f"{', features averaged with the mirrored image' if config.flip else ''}; values in %.", ""]
     if config.grid == "table1":
         table = table1_markdown(cells, results, focus)
         sections += ["## Table 1", "", table, "",
@@ -477,8 +478,7 @@ def run_study(config: StudyConfig) -> StudyReport:
         table = recipe_markdown(cells, results, queries)
         sections += ["## Recipes", "", table, "",
                      f"Every row gets the same compute: rows that train on clean + occluded pairs see two images "
-                     f"per sampled item and train half the epochs. Retrieval distance: {config.distance}"
-                     f"{', features averaged with the mirrored image' if config.flip else ''}.", "",
+                     "per sampled item and train half the epochs.", "",
                      "## Reading", "", recipe_reading(cells, results, queries, focus), ""]
     else:
         queries = ["clean", *(f"occluded:{t}" for t in store.split("query").occ_types_present())]
