@@ -75,5 +75,5 @@ def train_command(data: Path, out: Path | None, name: str | None, **options: Any
 if __name__ == "__main__":
     # `python -m cli.reid_train ...` / `torchrun --nproc_per_node=N -m cli.reid_train ...`
     setup_logging(False)
-    run_with_one_line_errors(lambda: train_command.main(prog_name="python -m cli.reid_train", standalone_mode=False),
-                             "python -m cli.reid_train")
+    prog = "python -m cli.reid_train"
+    run_with_one_line_errors(lambda: train_command.main(prog_name=prog, standalone_mode=False), prog)
