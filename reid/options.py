@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from common.options import Option
 
-#: torchvision ResNets the model is built on, and the width of their last feature map.
-ARCH_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
+#: torchvision backbones the model is built on, and the width of their last feature map.
+ARCH_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048,
+                             "mobilenet_v2": 1280}
 #: Which feature retrieval uses: the pooled feature (AlignedReID) or the same after the BN neck (BoT).
 RETRIEVAL_FEATURES: tuple[str, ...] = ("global", "bn")
 #: What a training batch is made of (see :class:`reid.engine.config.TrainConfig`).

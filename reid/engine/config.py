@@ -9,6 +9,7 @@ module loads neither torch nor the model, so ``reid train --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +55,10 @@ class TrainConfig:
     Attributes:
         data: the occluded-reid HDF5 file.
         out: the run folder.
-        arch: torchvision ResNet (resnet18/34/50/101).
+        arch: torchvision backbone (resnet18/34/50/101, mobilenet_v2).
         pretrained: "imagenet", a path to a torchvision state dict, or None (random init).
+        init_from: a ``reid train`` checkpoint whose every part but the identity classifier
+            starts this run (:mod:`reid.models.transfer`); None = start from ``pretrained``.
         epochs: epochs to train (see the module doc for what an epoch is).
         batch_p, batch_k: identities per batch and images per identity, per process; with
             ``train_on="both"`` a batch holds 2 * P * K images (each clean image and its copy).
@@ -97,11 +100,15 @@ class TrainConfig:
 
     data: str = "data/occluded.h5"
     out: str = "runs/default"
-    arch: str = Option("resnet50", "ResNet backbone (resnet18 for CPU runs).", choices=tuple(ARCH_DIMS)).field()
+    arch: str = Option("resnet50", "Backbone: a torchvision ResNet (resnet18 for CPU runs) or mobilenet_v2.",
+                       choices=tuple(ARCH_DIMS)).field()
     pretrained: str | None = Option(
         "imagenet", "Backbone initialisation: torchvision ImageNet weights (cache or download; random init with a "
                     "warning when offline), none, or a torchvision state-dict file.",
         metavar="imagenet|none|PATH", text=_pretrained_text, parse=_pretrained).field()
+    init_from: str | None = Option(
+        None, "Start from a reid checkpoint (cross-dataset fine-tuning): every part but the identity classifier, "
+              "made anew for this file's identities; --pretrained is then not used.", metavar="CHECKPOINT").field()
     epochs: int = Option(120, "Epochs to train.", low=1).field()
     batch_p: int = Option(16, "Identities per batch (per process under torchrun).", low=2,
                           why="TriHard needs at least 2 identities per batch").field()
@@ -172,6 +179,8 @@ class TrainConfig:
         object.__setattr__(self, "out", str(self.out))
         if self.pretrained is not None:
             object.__setattr__(self, "pretrained", str(self.pretrained))
+        if self.init_from is not None:
+            object.__setattr__(self, "init_from", str(self.init_from))
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "eval_queries", tuple(str(q) for q in self.eval_queries))
@@ -199,6 +208,11 @@ class TrainConfig:
              f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
         need(bool(self.eval_queries), "eval_queries: give at least one query set")
         need(not (self.resume and self.force), "--resume and --force: pass one of them, not both")
+        # The run folder's files are replaced by this run: a checkpoint in it is an input.
+        need(not (self.init_from and os.path.realpath(os.path.dirname(os.path.abspath(self.init_from)))
+                  == os.path.realpath(self.out)),
+             f"--init-from {self.init_from}: it lies in --out {self.out}, whose files this run replaces; "
+             "choose another --out")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON- and ``weights_only``-safe dict (tuples become lists)."""

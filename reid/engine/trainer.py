@@ -89,6 +89,7 @@ from reid.engine.runs import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, LAST_CHE
 from reid.losses import LossBreakdown, LossConfig, compute_losses
 from reid.losses.visibility import visibility_targets
 from reid.models.aligned import ModelConfig, build_model
+from reid.models.transfer import init_from_checkpoint, read_init_checkpoint
 from reid.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -377,21 +378,27 @@ class _Run:
             occluder_types=config.train_occluders,
             occlusion_p=config.occlusion_p, occlusion_ramp_epochs=config.occlusion_ramp_epochs,
         )
+        self.model_config = ModelConfig(num_classes=int(labels.max()) + 1, arch=config.arch, last_stride=config.last_stride,
+                                        retrieval_feature=config.retrieval_feature, num_stripes=config.num_stripes,
+                                        visibility_head=config.visibility_weight > 0)
+        # A checkpoint to start from is read and checked before the run folder is touched.
+        start = read_init_checkpoint(self.model_config, config.init_from) if config.init_from and not config.resume \
+            else None
         _prepare_on_main(config, info)
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        self.model_config = ModelConfig(num_classes=int(labels.max()) + 1, arch=config.arch, last_stride=config.last_stride,
-                                        retrieval_feature=config.retrieval_feature, num_stripes=config.num_stripes,
-                                        visibility_head=config.visibility_weight > 0)
         self.loss_config = config.loss_config
         self.amp = resolve_amp(config.amp, device)
         checkpoint = _load_resume(config, self.model_config, self.store) if config.resume else None
 
         seed_everything(config.seed)  # the model initialisation
-        model = build_model(self.model_config, pretrained=None if checkpoint is not None else config.pretrained)
+        from_file = checkpoint is not None or start is not None  # the backbone comes from a checkpoint
+        model = build_model(self.model_config, pretrained=None if from_file else config.pretrained)
         if checkpoint is not None:
             model.load_state_dict(checkpoint.state_dict, strict=True)
+        elif start is not None:
+            init_from_checkpoint(model, start)
         if config.alpha == 1.0:
             model.obc_head.requires_grad_(False)
         if device.type == "cuda":

@@ -3,7 +3,8 @@
 Layout (shapes for resnet50, input [N, 3, 256, 128], ``last_stride=1``)::
 
     images [N, 3, 256, 128]
-      -> backbone (torchvision ResNet up to layer4)       feature map [N, 2048, 16, 8]
+      -> backbone (torchvision ResNet up to layer4, or     feature map [N, 2048, 16, 8]
+                   MobileNetV2's features: [N, 1280, 16, 8]; reid.models.backbones)
          |-> global average pooling                       global_feat [N, 2048]   (triplet, retrieval)
          |     -> BatchNorm1d ("neck")                    bn_feat     [N, 2048]
          |          -> Linear(2048, num_classes)          id_logits   [N, num_classes]
@@ -47,31 +48,19 @@ checkpoint has no ``visibility_head.*`` keys, so older checkpoints load unchange
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
-import urllib.request
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
-from urllib.parse import urlparse
 
 import torch
-import torchvision
-from torch import hub, nn
+from torch import nn
 
-from common.atomic import atomic_open
 from common.errors import BadInputError
+from reid.models.backbones import build_trunk, imagenet_state, load_weights_file
 from reid.options import ARCH_DIMS, RETRIEVAL_FEATURES  # noqa: F401 (re-exported: declared torch-free there)
 
 logger = logging.getLogger(__name__)
-
-#: Seconds the connection may stay silent while trying to download ImageNet weights; offline machines
-#: must fall back to random initialisation quickly instead of hanging.
-DOWNLOAD_TIMEOUT_S = 10.0
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -79,7 +68,7 @@ class ModelConfig:
 
     Attributes:
         num_classes: number of training identities (rows of the identity classifier).
-        arch: torchvision ResNet name, one of ``ARCH_DIMS``.
+        arch: torchvision backbone name, one of ``ARCH_DIMS`` (ResNets, mobilenet_v2).
         last_stride: stride of the first block of layer4, 1 (BoT, default) or 2 (ImageNet
             ResNet, original AlignedReID).
         local_dim: channels of each local stripe feature (AlignedReID: 128).
@@ -176,23 +165,11 @@ class ModelOutput(NamedTuple):
         return self.visibility_logits is not None and self.visibility_logits.shape[-1] > 0
 
 
-def _resnet_trunk(arch: str, last_stride: int) -> nn.Sequential:
-    """torchvision ResNet without avgpool/fc, module names kept (so ImageNet keys load as is)."""
-    net = getattr(torchvision.models, arch)(weights=None)
-    if last_stride == 1:
-        # The stride-2 convs of layer4's first block: conv1 (BasicBlock) or conv2 (Bottleneck),
-        # and the 1x1 downsample conv. Plain stride 1 without dilation, as BoT does.
-        for module in net.layer4[0].modules():
-            if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
-                module.stride = (1, 1)
-    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    return nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
-
-
 class AlignedReID(nn.Module):
     """AlignedReID (global + aligned local features) with an identity and an OBC head.
 
-    ``self.backbone.layer4`` is the last convolutional block (the Grad-CAM target layer).
+    ``self.backbone.layer4`` (ResNets) or ``self.backbone.features`` (MobileNetV2) is the last
+    convolutional block (the Grad-CAM target layer).
     Forward returns the same :class:`ModelOutput` in train and eval mode; eval only switches
     the BatchNorm layers to their running statistics.
     """
@@ -201,7 +178,7 @@ class AlignedReID(nn.Module):
         super().__init__()
         self.config = config
         dim = config.global_dim
-        self.backbone = _resnet_trunk(config.arch, config.last_stride)
+        self.backbone = build_trunk(config.arch, config.last_stride)
         self.neck = nn.BatchNorm1d(dim) if config.neck_bn else nn.Identity()
         # No conv bias: the BN right after it would cancel it.
         self.local_conv = nn.Conv2d(dim, config.local_dim, kernel_size=1, bias=False)
@@ -241,104 +218,6 @@ class AlignedReID(nn.Module):
         )
 
 
-def _extract_backbone_state(
-    raw: Any, source: Path | str, arch: str, expected: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Pick the ResNet trunk weights out of a loaded weights file, or raise BadInputError."""
-    hint = f"pass a torchvision {arch} ImageNet state dict (.pth), or leave --pretrained out for random init"
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in raw.items()
-    ):
-        raise BadInputError(f"{source}: not a state dict of tensors; {hint}")
-    state = {k.removeprefix("module."): v for k, v in raw.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise BadInputError(f"{source}: not {arch} weights ({detail}); {hint}")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise BadInputError(
-                f"{source}: not {arch} weights ({key} has shape {tuple(value.shape)}, "
-                f"expected {tuple(expected[key].shape)}); {hint}"
-            )
-    return state
-
-
-def _load_weights_file(path: Path, arch: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such weights file; give the path of a torchvision {arch} .pth file")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise BadInputError(
-            f"{path}: cannot read weights ({type(exc).__name__}); pass a torchvision {arch} state dict (.pth)"
-        ) from exc
-    state = _extract_backbone_state(raw, path, arch, expected)
-    if looks_untrained(state):
-        logger.warning("%s: every BatchNorm still has its initial statistics (running mean 0, variance 1): these "
-                       "weights have never seen an image, so this is random init under another name; use "
-                       "torchvision's %s ImageNet file", path, arch)
-    return state
-
-
-def looks_untrained(state: dict[str, torch.Tensor]) -> bool:
-    """True when every BatchNorm of ``state`` has running mean 0 and running variance 1.
-
-    Trained weights never keep those exactly; files saved straight after construction (some
-    registry packages ship such "pretrained" ResNets) always do.
-    """
-    prefixes = [key.removesuffix(".running_mean") for key in state if key.endswith(".running_mean")]
-    return bool(prefixes) and all(
-        torch.all(state[p + ".running_mean"] == 0) and torch.all(state[p + ".running_var"] == 1)
-        for p in prefixes if p + ".running_var" in state)
-
-
-def _download(url: str, dest: Path, hash_prefix: str | None) -> None:
-    """Download ``url`` into ``dest`` through a temporary file renamed when complete.
-
-    The timeout is this request's own (``urlopen(timeout=...)``): the process-wide socket
-    default, which other libraries rely on, is left alone. Prints nothing.
-
-    Raises:
-        OSError (URLError, timeouts), ValueError: the sha256 does not start with ``hash_prefix``.
-    """
-    digest = hashlib.sha256()
-    with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        while block := response.read(1 << 20):
-            digest.update(block)
-            out.write(block)
-        if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
-            raise ValueError(f"the download's sha256 does not start with {hash_prefix}")
-
-
-def _imagenet_state(arch: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-    """ImageNet weights from torchvision's cache, else a fast-failing download, else None."""
-    url = torchvision.models.get_model_weights(arch)["IMAGENET1K_V1"].url
-    filename = os.path.basename(urlparse(url).path)
-    cached = Path(hub.get_dir()) / "checkpoints" / filename
-    if cached.is_file():
-        try:
-            return _load_weights_file(cached, arch, expected)
-        except BadInputError as exc:
-            raise BadInputError(f"{exc} (torchvision cache file: delete it to download it again)") from exc
-    # torchvision names its files <arch>-<sha256 prefix>.pth; check the download against it.
-    match = re.search(r"-([a-f0-9]+)\.", filename)
-    try:
-        _download(url, cached, hash_prefix=match.group(1) if match else None)
-    except Exception as exc:  # URLError, OSError, timeouts, HTTP errors, hash mismatch...
-        logger.warning(
-            "no ImageNet weights for %s (download failed: %s); training from random init. "
-            "To use them, pass --pretrained PATH or put %s in %s",
-            arch, type(exc).__name__, filename, cached.parent,
-        )
-        return None
-    return _load_weights_file(cached, arch, expected)
-
-
 def build_model(
     config: ModelConfig, pretrained: str | Path | None | Literal["imagenet"] = "imagenet"
 ) -> AlignedReID:
@@ -349,7 +228,8 @@ def build_model(
         pretrained: ``"imagenet"``: torchvision's IMAGENET1K_V1 weights from its cache
             (``~/.cache/torch/hub/checkpoints/<file>``) or a download; when neither works,
             random initialisation and one warning line saying how to provide them.
-            A path: a torchvision ResNet state dict file (``fc.*`` keys are ignored).
+            A path: a torchvision state dict file of ``config.arch`` (the ImageNet classifier's
+            keys are ignored; MobileNetV2 files of torchvision's older layout are mapped).
             None: random initialisation, silently.
 
     Raises:
@@ -360,9 +240,9 @@ def build_model(
         return model
     expected = model.backbone.state_dict()
     if isinstance(pretrained, str) and pretrained == "imagenet":
-        state = _imagenet_state(config.arch, expected)
+        state = imagenet_state(config.arch, expected)
     else:
-        state = _load_weights_file(Path(pretrained), config.arch, expected)
+        state = load_weights_file(Path(pretrained), config.arch, expected)
     if state is not None:
         model.backbone.load_state_dict(state, strict=True)
         logger.info("loaded %s backbone weights from %s", config.arch, pretrained)

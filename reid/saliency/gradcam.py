@@ -12,7 +12,8 @@ exactly 0, so the share of saliency *mass* inside a box (:func:`reid.saliency.ma
 means what it says.
 
 Target layer: ``model.backbone.layer4`` (AlignedReID's last residual block, whose output is the
-feature map both the global and the local branch pool), else ``model.layer4``, else the last
+feature map both the global and the local branch pool), else ``model.backbone.features``
+(MobileNetV2's trunk, the same role), else ``model.layer4``, else the last
 ``nn.Conv2d`` of the model (:func:`find_target_layer`).
 
 Targets (the score S whose gradient is taken). A re-ID embedding model has no class score for
@@ -108,13 +109,14 @@ def upsample_cam(cam: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor | np
 
 def find_target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
     """The layer Grad-CAM hooks: ``name`` (dotted, e.g. "backbone.layer4") when given, else
-    ``backbone.layer4``, else ``layer4``, else the model's last ``nn.Conv2d``."""
+    ``backbone.layer4`` (ResNets), else ``backbone.features`` (MobileNetV2), else ``layer4``,
+    else the model's last ``nn.Conv2d``."""
     if name is not None:
         try:
             return model.get_submodule(name)
         except AttributeError as exc:
             raise ValueError(f"model has no layer {name!r}") from exc
-    for candidate in ("backbone.layer4", "layer4"):
+    for candidate in ("backbone.layer4", "backbone.features", "layer4"):
         try:
             return model.get_submodule(candidate)
         except AttributeError:
