@@ -33,7 +33,7 @@ def parse_ids(value: str | None) -> list[int] | None:
 @click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True,
               help="Identities drawn at random (with --seed) when --ids is not given.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--type", "occ_type", default="mean", show_default=True, help="Occluder type of the queries (mean, black, random).")
+@click.option("--type", "occ_type", default="mean", show_default=True, help="Occluder type of the queries (mean, black, random, pedestrian).")
 @click.option("--target", type=click.Choice(["similarity", "obc"]), default="similarity", show_default=True,
               help="similarity: cosine similarity of the occluded image's embedding to its clean original's; "
                    "obc: the OBC head's occluded logit.")

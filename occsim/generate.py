@@ -4,16 +4,17 @@ How the work is split:
 
 1. The main process parses the source (:mod:`occsim.sources`), prints its counts and, with
    ``skip_bad``, has the workers decode every image once to find the unreadable ones.
-2. The workers draw every occlusion box. Boxes depend only on the per-image generator
-   ``numpy.random.default_rng([seed, split_index, clean_row, type_code])`` and the stored
-   size, never on the pixels, so the whole manifest (boxes included) is known before any
-   pixel is written -- the writer needs it up front -- and the bytes do not depend on how
-   many workers there are.
+2. The workers draw every occlusion box (and passer-by source row, :mod:`occsim.plan`). They
+   depend only on the per-image generator ``numpy.random.default_rng([seed, split_index,
+   clean_row, type_code])``, the stored size and the pids, never on the pixels, so the whole
+   manifest is known before any pixel is written -- the writer needs it up front -- and the
+   bytes do not depend on how many workers there are.
 3. The workers decode (BGR->RGB, grayscale and RGBA converted to 3 channels), resize to the
    stored size (INTER_AREA when shrinking, INTER_LINEAR when growing) and occlude chunks of
-   images; the one writer (this process) streams the blocks into the HDF5 file as they come
-   back, in order, through :class:`occsim.store.StoreWriter`, which renames the file into
-   place only when it is complete. The pixels travel through a ring of slot files in
+   images (a ``pedestrian`` row's passer-by decoded again from its path); the one writer
+   (this process) streams the blocks into the HDF5 file as they come back, in order, through
+   :class:`occsim.store.StoreWriter`, which renames the file into place only when it is
+   complete. The pixels travel through a ring of slot files in
    /dev/shm rather than loky's pipe (see :mod:`occsim.spool`; the pipe costs more CPU than the
    decoding), and the ring bounds how many chunks wait for the writer.
 
@@ -25,9 +26,9 @@ Occlusion is applied after resizing, so boxes are in stored pixels and ``patch=5
 50x50 of a 128x64 image, as the paper did on Market's native crops.
 
 Row layout of a split with ``n`` clean images and occluder types ``t_1..t_T`` (in code
-order: mean, black, random): rows ``0..n-1`` are the clean images in source order, rows
-``k*n .. (k+1)*n-1`` their copies occluded by ``t_k``, in the same order, ``clean_index``
-pointing back at the clean row.
+order: mean, black, random, pedestrian): rows ``0..n-1`` are the clean images in source
+order, rows ``k*n .. (k+1)*n-1`` their copies occluded by ``t_k``, in the same order,
+``clean_index`` pointing back at the clean row (``occ_source`` at a passer-by's row).
 """
 
 from __future__ import annotations
@@ -57,11 +58,13 @@ from common.decoding import decode_image
 from common.errors import BadInputError
 from common.workers import cap_workers
 from occsim.generate_config import DEFAULT_OUT, RNG_SCHEME, GenerateConfig  # noqa: F401 (re-exported)
-from occsim.occluders import OCCLUDERS, OccluderParams, fill_box
-from occsim.schema import NO_BOX, REAL_OCCLUSION, SPLITS, occ_type_code
-from occsim.sources import Source, format_summary, read_source, summarize_source, train_labels
+from occsim.occluders import OCCLUDERS, fill_box
+from occsim.pedestrian import paste_region
+from occsim.plan import build_manifest, pedestrian_paths, pedestrian_pools, plan_boxes
+from occsim.schema import REAL_OCCLUSION, SPLITS
+from occsim.sources import Source, format_summary, read_source, summarize_source
 from occsim.spool import Slot, SlotFull, open_spool, wait_for_slot
-from occsim.store import SplitManifest, StoreWriter
+from occsim.store import StoreWriter
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +142,6 @@ def _check_chunk(root: str, paths: list[str], image_size: tuple[int, int], in_wo
     return failures
 
 
-def _plan_boxes(seed: int, split_index: int, start: int, n: int, types: tuple[str, ...],
-                params: OccluderParams, image_size: tuple[int, int]) -> np.ndarray:
-    """Boxes of rows ``start .. start+n-1`` (clean rows) for each type, shape [T, n, 4] int16."""
-    boxes = np.empty((len(types), n, 4), dtype=np.int16)
-    for t, name in enumerate(types):
-        sample_box, code = OCCLUDERS[name].sample_box, occ_type_code(name)
-        for i in range(n):
-            rng = np.random.default_rng([seed, split_index, start + i, code])
-            boxes[t, i] = sample_box(image_size, params, rng)
-    return boxes
-
-
 @dataclass
 class _Chunk:
     """A worker's answer for ``n`` images and ``T`` occluder types: exactly one of
@@ -166,8 +157,10 @@ class _Chunk:
 
 
 def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], types: tuple[str, ...],
-                   boxes: np.ndarray, in_worker: bool, slot: Slot | None = None) -> _Chunk:
-    """Decode, resize and occlude ``paths`` (``boxes`` shape [T, n, 4] from :func:`_plan_boxes`).
+                   boxes: np.ndarray, in_worker: bool, slot: Slot | None = None,
+                   passers_by: list[str] | None = None) -> _Chunk:
+    """Decode, resize and occlude ``paths`` (``boxes`` shape [T, n, 4] from :func:`occsim.plan.plan_boxes`;
+    ``passers_by`` the source path of each row's ``pedestrian`` copy, decoded here).
 
     With a ``slot`` the pixels are written to the slot's file, one row at a time, and only
     a flag goes back: sending the blocks through loky's pipe (pickle, copy, unpickle) costs
@@ -177,7 +170,7 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
     height, width = int(image_size[0]), int(image_size[1])
     n, copies = len(paths), 1 + len(types)
     row_bytes = height * width * 3
-    fills = [OCCLUDERS[name].fill_colour for name in types]
+    fills = [OCCLUDERS[name].fill_colour if name in OCCLUDERS else None for name in types]  # None: pedestrian
     scratch = np.empty((height, width, 3), dtype=np.uint8)
     block = None if slot else np.empty((copies, n, height, width, 3), dtype=np.uint8)
     fd = -1
@@ -200,13 +193,19 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
             put(0, i, image)
             colours: dict[Any, np.ndarray] = {}  # mean and random share the mean colour
             for t, fill_colour in enumerate(fills):
+                if fill_colour is None:  # a region of another identity's clean image, as stored
+                    passer_by, reason = decode_image(os.path.join(root, passers_by[i]), image_size)
+                    if passer_by is None:
+                        return _Chunk(failures=[(passers_by[i], reason)])
+                    put(1 + t, i, paste_region(image, passer_by, box_lists[t][i], out=scratch))
+                    continue
                 if fill_colour not in colours:
                     colours[fill_colour] = fill_colour(image)
                 put(1 + t, i, fill_box(image, box_lists[t][i], colours[fill_colour], out=scratch))
     except (SlotFull, OSError) as exc:
         if slot is None or (isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT)):
             raise
-        return _process_chunk(root, paths, image_size, types, boxes, in_worker, slot=None)
+        return _process_chunk(root, paths, image_size, types, boxes, in_worker, None, passers_by)
     finally:
         if fd >= 0:
             os.close(fd)
@@ -395,33 +394,6 @@ def _read(src: Path, config: GenerateConfig) -> Source:
     return read_source(src, layout=config.layout, variant=config.variant, split_seed=config.split_seed)
 
 
-def _build_manifest(split: str, source: Source, types: tuple[str, ...], boxes: np.ndarray) -> SplitManifest:
-    """Manifest of ``split``: source rows in source order, then one block per type (boxes [T, n, 4]).
-
-    A source row that is genuinely occluded (a real occluded benchmark's query) is stored
-    with ``occluded`` True, the code ``real`` and box -1s; it is its own ``clean_index``
-    (there is no clean original), and synthetic copies of it point back at it.
-    """
-    records = source.splits[split]
-    n, copies = len(records), 1 + len(types)
-    pid = np.array([r.pid for r in records], dtype=np.int32)
-    camid = np.array([r.camid for r in records], dtype=np.int16)
-    real = np.array([r.occluded for r in records], dtype=np.bool_)
-    codes = [0] + [occ_type_code(t) for t in types]
-    occ_type = np.repeat(np.array(codes, dtype=np.uint8), n)
-    occ_type[:n][real] = occ_type_code(REAL_OCCLUSION)
-    return SplitManifest(
-        pid=np.tile(pid, copies),
-        camid=np.tile(camid, copies),
-        occluded=np.concatenate([real, np.ones(n * len(types), dtype=np.bool_)]),
-        occ_type=occ_type,
-        box=np.concatenate([np.tile(np.array(NO_BOX, dtype=np.int16), (n, 1)), boxes.reshape(-1, 4)]),
-        clean_index=np.tile(np.arange(n, dtype=np.int32), copies),
-        path=[r.path for r in records] * copies,
-        label=np.tile(train_labels(pid), copies) if split == "train" else None,
-    )
-
-
 def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) -> GenerateReport:
     """Write the occluded dataset described by ``config``; see the module docstring.
 
@@ -468,20 +440,18 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
                                     f"check the source folder")
 
         split_types = {s: types if s in config.occluded_splits else () for s in SPLITS}
+        pools = pedestrian_pools(source, split_types)  # refuses a pedestrian split of one identity
         plans = [(s, a, b) for s in SPLITS for a, b in _chunks(len(source.splits[s]), config.chunk_size)]
-        plan_tasks = (delayed(_plan_boxes)(config.seed, SPLITS.index(s), a, b - a, split_types[s],
-                                           config.occluder, image_size) for s, a, b in plans)
+        plan_tasks = (delayed(plan_boxes)(config.seed, SPLITS.index(s), a, [r.pid for r in source.splits[s][a:b]],
+                                          split_types[s], config.occluder, image_size, pools[s]) for s, a, b in plans)
         with _parallel(n_workers, plan_tasks) as results:
-            chunk_boxes = []  # [T, b - a, 4] per entry of plans
-            for boxes in results:
+            chunk_plans = []  # (boxes [T, b - a, 4], sources [T, b - a]) per entry of plans
+            for plan in results:
                 stop.check()
-                chunk_boxes.append(boxes)
+                chunk_plans.append(plan)
         # An empty split (the train split of a test-only benchmark) has no chunk and no box.
-        manifests = {s: _build_manifest(s, source, split_types[s],
-                                        np.concatenate([np.empty((len(split_types[s]), 0, 4), dtype=np.int16)]
-                                                       + [bx for (p, _, _), bx in zip(plans, chunk_boxes) if p == s],
-                                                       axis=1))
-                     for s in SPLITS}
+        manifests = {s: build_manifest(s, source, split_types[s], [c for (p, _, _), c in zip(plans, chunk_plans)
+                                                                   if p == s]) for s in SPLITS}
 
         chunk_bytes = config.chunk_size * (1 + len(types)) * image_size[0] * image_size[1] * 3
         with StoreWriter(out, image_size=image_size, force=config.force) as writer, \
@@ -492,8 +462,9 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
             # Absolute: reused loky workers keep the working folder they were started in.
             root, in_worker = str(source.root.resolve()), n_workers > 1
             tasks = (delayed(_process_chunk)(root, [r.path for r in source.splits[s][a:b]], image_size,
-                                             split_types[s], boxes, in_worker, spool.slot(k) if spool else None)
-                     for k, ((s, a, b), boxes) in enumerate(zip(plans, chunk_boxes)))
+                                             split_types[s], boxes, in_worker, spool.slot(k) if spool else None,
+                                             pedestrian_paths(source.splits[s], split_types[s], sources))
+                     for k, ((s, a, b), (boxes, sources)) in enumerate(zip(plans, chunk_plans)))
             with _parallel(n_workers, tasks) as results:
                 for k, ((split, a, b), chunk) in enumerate(zip(plans, results)):
                     if chunk.failures:

@@ -105,7 +105,7 @@ class GenerateConfig:
 
     @property
     def ordered_types(self) -> tuple[str, ...]:
-        """``types`` without repeats, in code order (mean, black, random)."""
+        """``types`` without repeats, in code order (mean, black, random, pedestrian)."""
         return tuple(sorted(set(self.types), key=occ_type_code))
 
     @property

@@ -17,6 +17,10 @@ and the image's shape only, :meth:`Occluder.fill_colour` the pixels only. Callin
 occluder runs both, so ``OCCLUDERS["mean"](image, rng, params)`` and the generator give the
 same result for the same rng.
 
+``pedestrian`` is not one of these single-image functions: it pastes a region of *another*
+row's image (another identity of the split), so it lives in :mod:`occsim.pedestrian` and only
+``occsim generate`` applies it; :func:`get_occluder` refuses it.
+
 The occlusion is applied at the *stored* size (default 128x64): ``patch=50`` hides 50x50 of
 the 128x64 image that the HDF5 file holds, as the paper did on Market's native 128x64 crops.
 """
@@ -38,6 +42,7 @@ from occsim.schema import OCCLUDER_NAMES
 logger = logging.getLogger(__name__)
 
 SQUARE_OCCLUDERS: tuple[str, ...] = ("mean", "black")  # the --patch-px square ones
+PASTED_OCCLUDERS: tuple[str, ...] = ("pedestrian",)  # need another image: occsim.pedestrian
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 
@@ -57,14 +62,17 @@ class OccluderParams:
     Attributes:
         patch: side in stored pixels of the ``mean`` and ``black`` square (clipped to the image;
             a square that would cover all of it is refused, see :meth:`check_fits`).
-        area_min, area_max: range of the ``random`` box's area as a fraction of the image's.
+        area_min, area_max: range of the ``random`` and ``pedestrian`` boxes' area as a fraction
+            of the image's.
         ratio_min, ratio_max: range of the ``random`` box's aspect ratio h / w (drawn log-uniformly).
     """
 
     patch: int = Option(50, "Side in stored pixels of the mean/black square.", low=1,
                         why="must be a positive whole number of pixels, e.g. 50").field()
-    area_min: float = Option(0.1, "random: smallest box area (fraction of the image).", **_AREA).field()
-    area_max: float = Option(0.4, "random: largest box area (fraction of the image).", **_AREA).field()
+    area_min: float = Option(0.1, "random, pedestrian: smallest box area (fraction of the image).",
+                             **_AREA).field()
+    area_max: float = Option(0.4, "random, pedestrian: largest box area (fraction of the image).",
+                             **_AREA).field()
     ratio_min: float = Option(0.3, "random: smallest aspect ratio h/w.", **_RATIO).field()
     ratio_max: float = Option(3.3, "random: largest aspect ratio h/w.", **_RATIO).field()
 
@@ -212,12 +220,18 @@ occlude_random = Occluder("random", random_box, mean_colour)
 OCCLUDERS: Mapping[str, Occluder] = MappingProxyType(
     {occ.name: occ for occ in (occlude_mean, occlude_black, occlude_random)}
 )
-# One function per name in the schema's enum, so a new occluder cannot be half-registered.
-assert tuple(OCCLUDERS) == OCCLUDER_NAMES, (tuple(OCCLUDERS), OCCLUDER_NAMES)
+# One function (or pasted occluder) per name in the schema's enum, so a new occluder cannot be
+# half-registered.
+assert sorted([*OCCLUDERS, *PASTED_OCCLUDERS]) == sorted(OCCLUDER_NAMES), (tuple(OCCLUDERS), OCCLUDER_NAMES)
 
 
 def get_occluder(name: str) -> Occluder:
-    """The occluder called ``name``; :class:`BadInputError` naming the known ones otherwise."""
+    """The single-image occluder called ``name``; :class:`BadInputError` naming the known ones
+    otherwise, and for ``pedestrian`` (it needs another identity's image, see :mod:`occsim.pedestrian`)."""
+    if name in PASTED_OCCLUDERS:
+        raise BadInputError(f"--type {name!r}: pastes a region of another identity's image, so it cannot occlude "
+                            f"one image on its own; use `occsim generate --type {name}` (or one of "
+                            f"{', '.join(OCCLUDERS)})")
     try:
         return OCCLUDERS[name]
     except KeyError:

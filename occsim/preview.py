@@ -11,6 +11,7 @@ import numpy as np
 
 from common.errors import BadInputError
 from common.sheets import draw_box, grid, hstack_tiles, labelled, upscale, write_png
+from occsim.pedestrian import source_box
 from occsim.schema import OCC_TYPE_NAMES
 from occsim.store import open_h5, read_images, read_store
 
@@ -21,6 +22,7 @@ COLUMNS = 4  # pairs per grid row
 _GAP = 6
 _BOX_OCCLUDED = (0, 255, 0)  # RGB
 _BOX_CLEAN = (255, 210, 0)
+_BOX_SOURCE = (255, 0, 255)  # the region a pedestrian row's passer-by was cut from
 
 
 def _tile(image: np.ndarray, box: np.ndarray, colour: tuple[int, int, int], thickness: int) -> np.ndarray:
@@ -32,7 +34,9 @@ def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int
     """Write a grid of ``n`` randomly chosen occluded rows beside their clean originals.
 
     Each cell is the clean image (the hidden box outlined thinly) and its occluded copy (the
-    box outlined in green), scaled up 3x, labelled with split, pid, camera and occluder type.
+    box outlined in green), scaled up 3x, labelled with split, pid, camera and occluder type;
+    a ``pedestrian`` row adds a third image, the passer-by's (its pasted region outlined in
+    magenta), and a line naming its row and pid.
 
     Args:
         h5_path: a file made by ``occsim generate``; validated first.
@@ -62,10 +66,15 @@ def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int
             clean_row = int(manifest.clean_index[row])
             clean, occluded = read_images(h5, split, [clean_row, row])
             box = manifest.box[row]
-            pair = hstack_tiles([_tile(clean, box, _BOX_CLEAN, 1), _tile(occluded, box, _BOX_OCCLUDED, 2)], _GAP)
-            text = (f"{split} pid {int(manifest.pid[row])} cam {int(manifest.camid[row])} "
-                    f"{OCC_TYPE_NAMES[int(manifest.occ_type[row])]}")
-            cells.append(labelled(pair, [text], below=True))
+            tiles = [_tile(clean, box, _BOX_CLEAN, 1), _tile(occluded, box, _BOX_OCCLUDED, 2)]
+            lines = [f"{split} pid {int(manifest.pid[row])} cam {int(manifest.camid[row])} "
+                     f"{OCC_TYPE_NAMES[int(manifest.occ_type[row])]}"]
+            source = int(manifest.occ_source[row])
+            if source >= 0:
+                passer_by = read_images(h5, split, [source])[0]
+                tiles.append(_tile(passer_by, source_box(tuple(box), info.image_size), _BOX_SOURCE, 1))
+                lines.append(f"passer-by: row {source}, pid {int(manifest.pid[source])}")
+            cells.append(labelled(hstack_tiles(tiles, _GAP), lines, below=True))
 
     write_png(out_png, cv2.cvtColor(grid(cells, COLUMNS, _GAP), cv2.COLOR_RGB2BGR), "preview")
     logger.debug("wrote %s (%d pairs)", out_png, len(cells))

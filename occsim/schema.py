@@ -2,6 +2,12 @@
 
 Both the writer and the reader in :mod:`occsim.store` import these definitions, so the two
 cannot drift apart. See DESIGN.md, "The HDF5 file".
+
+Additive parts of format_version 1 (files written before them still read): the per-image
+pixel checksums (:data:`PIXEL_CHECKSUM`), the occluder code ``pedestrian`` and the per-row
+``occ_source`` dataset: for a ``pedestrian`` row, the row (in the same split) of the clean
+image whose region was pasted over it, -1 for every other row. A file without ``occ_source``
+reads as all -1 (see :attr:`ColumnSpec.missing`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class OccType(IntEnum):
     BLACK = 2
     RANDOM = 3
     REAL = 4  # genuinely occluded crop of a real occluded benchmark (box -1s); no synthetic occluder
+    PEDESTRIAN = 5  # a region of another identity's clean image of the split (row in occ_source)
 
 
 OCC_TYPE_NAMES: tuple[str, ...] = tuple(t.name.lower() for t in OccType)
@@ -69,13 +76,20 @@ class ColumnSpec:
         dtype: numpy dtype (or h5py string dtype) of the stored values.
         row_shape: shape of one row; "image" is replaced by (H, W, 3).
         train_only: present only in the ``train`` group.
+        missing: None for a column every file has; otherwise the column is optional (added
+            after files were written without it): such a file reads as if every row held
+            ``missing``, and the fingerprint covers the column only when some row differs from
+            it, so that the fingerprints of those files (and of files like them) do not change.
     """
 
     name: str
     dtype: object
     row_shape: tuple[int, ...] | str = ()
     train_only: bool = False
+    missing: int | None = None
 
+
+NO_SOURCE = -1  # occ_source of a row that shows no other image
 
 COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("images", np.uint8, "image"),
@@ -87,13 +101,15 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("box", np.int16, (4,)),
     ColumnSpec("clean_index", np.int32),
     ColumnSpec("path", STRING_DTYPE),
+    # Row of the clean image whose region a ``pedestrian`` row shows; -1 for every other row.
+    ColumnSpec("occ_source", np.int32, missing=NO_SOURCE),
 )
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.name != "images")
 NO_BOX: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
 
 def columns_for(split: str) -> tuple[ColumnSpec, ...]:
-    """The datasets a split group must hold."""
+    """The datasets a split group holds (those with ``missing`` set may be absent from older files)."""
     return tuple(c for c in COLUMNS if split == "train" or not c.train_only)
 
 

@@ -26,7 +26,9 @@ from common.errors import BadInputError
 from occsim.schema import (
     FORMAT,
     FORMAT_VERSION,
+    COLUMNS,
     MANIFEST_COLUMNS,
+    NO_SOURCE,
     OCC_TYPE_NAMES,
     ROOT_ATTRS,
     SPLITS,
@@ -52,6 +54,8 @@ class SplitManifest:
         clean_index: row of the clean original in the same split, shape [N] int32.
         path: source file relative to the source root, N strings.
         label: train only, contiguous class index 0..P-1, shape [N] int32; None elsewhere.
+        occ_source: row (same split) of the clean image a ``pedestrian`` row's box shows, -1
+            for the other rows, shape [N] int32; None (a file written before it) means all -1.
     """
 
     pid: np.ndarray
@@ -62,6 +66,7 @@ class SplitManifest:
     clean_index: np.ndarray
     path: list[str]
     label: np.ndarray | None = None
+    occ_source: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.pid = np.asarray(self.pid, dtype=np.int32)
@@ -74,6 +79,8 @@ class SplitManifest:
         if self.label is not None:
             self.label = np.asarray(self.label, dtype=np.int32)
         n = len(self.pid)
+        self.occ_source = (np.full(n, NO_SOURCE, dtype=np.int32) if self.occ_source is None
+                           else np.asarray(self.occ_source, dtype=np.int32))
         lengths = {name: len(self.column(name)) for name in MANIFEST_COLUMNS if self.column(name) is not None}
         if any(length != n for length in lengths.values()):
             raise ValueError(f"manifest columns differ in length: {lengths}")
@@ -110,8 +117,11 @@ class SplitManifest:
 def compute_fingerprint(manifests: dict[str, SplitManifest], generator_args: dict[str, Any]) -> str:
     """sha256 of the manifests (all splits, all columns but pixels) and the generator arguments.
 
-    Checkpoints and reports record it, so that a model can say which frozen splits it saw.
+    Checkpoints and reports record it, so that a model can say which frozen splits it saw. An
+    optional column (:attr:`occsim.schema.ColumnSpec.missing`) counts only when some row differs
+    from its ``missing`` value: files written before it existed keep their fingerprints.
     """
+    missing = {c.name: c.missing for c in COLUMNS if c.missing is not None}
     digest = hashlib.sha256()
     digest.update(json.dumps(generator_args, sort_keys=True).encode())
     for split in SPLITS:
@@ -121,7 +131,7 @@ def compute_fingerprint(manifests: dict[str, SplitManifest], generator_args: dic
         manifest = manifests[split]
         for name in MANIFEST_COLUMNS:
             value = manifest.column(name)
-            if value is None:
+            if value is None or (name in missing and bool(np.all(value == missing[name]))):
                 continue
             digest.update(name.encode())
             if name == "path":
@@ -310,6 +320,8 @@ def _read_validated(path: Path, h5: h5py.File, verify_fingerprint: bool) -> Stor
         group = h5[split]
         n = None
         for column in columns_for(split):
+            if column.name not in group and column.missing is not None:
+                continue  # written before the column existed: SplitManifest fills it in
             if column.name not in group:
                 raise _fail(path, f"dataset '{split}/{column.name}' is missing")
             dataset = group[column.name]
@@ -320,11 +332,13 @@ def _read_validated(path: Path, h5: h5py.File, verify_fingerprint: bool) -> Stor
                 raise _fail(path, f"dataset '{split}/{column.name}' has shape {dataset.shape}, expected {(n, *expected_shape)}")
             if column.name != "path" and dataset.dtype != np.dtype(column.dtype):
                 raise _fail(path, f"dataset '{split}/{column.name}' has dtype {dataset.dtype}, expected {np.dtype(column.dtype)}")
-        columns = {c.name: group[c.name][()] for c in columns_for(split) if c.name != "images"}
+        columns = {c.name: group[c.name][()] for c in columns_for(split) if c.name != "images" and c.name in group}
         columns["path"] = [_text(p) for p in columns["path"]]
         manifest = SplitManifest(**columns)
         if len(manifest) and (manifest.clean_index.min() < 0 or manifest.clean_index.max() >= len(manifest)):
             raise _fail(path, f"'{split}/clean_index' points outside the split")
+        if len(manifest) and (manifest.occ_source.min() < NO_SOURCE or manifest.occ_source.max() >= len(manifest)):
+            raise _fail(path, f"'{split}/occ_source' points outside the split")
         manifests[split] = manifest
     generator_args = json.loads(_text(attrs["generator_args"]))
     fingerprint = _text(attrs["fingerprint"])

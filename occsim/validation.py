@@ -24,7 +24,8 @@ COPY_CHUNK = 256
 
 
 def _subset(manifest: SplitManifest, rows: np.ndarray, relabel: bool) -> SplitManifest:
-    """Rows of ``manifest`` (clean rows first, as the schema requires), clean_index remapped.
+    """Rows of ``manifest`` (clean rows first, as the schema requires), clean_index and
+    occ_source remapped (a passer-by whose row is not kept becomes -1: not in this split).
 
     Args:
         rows: row indices into ``manifest``, shape [n]; every occluded row's clean row included.
@@ -34,6 +35,8 @@ def _subset(manifest: SplitManifest, rows: np.ndarray, relabel: bool) -> SplitMa
     new_index[rows] = np.arange(len(rows))
     clean_index = new_index[manifest.clean_index[rows]]
     assert (clean_index >= 0).all(), "an occluded row lost its clean original"
+    source = manifest.occ_source[rows]
+    occ_source = np.where(source >= 0, new_index[np.maximum(source, 0)], -1)
     label = None
     if relabel:
         pids = manifest.pid[rows]
@@ -41,7 +44,7 @@ def _subset(manifest: SplitManifest, rows: np.ndarray, relabel: bool) -> SplitMa
     return SplitManifest(
         pid=manifest.pid[rows], camid=manifest.camid[rows], occluded=manifest.occluded[rows],
         occ_type=manifest.occ_type[rows], box=manifest.box[rows], clean_index=clean_index,
-        path=[manifest.path[r] for r in rows], label=label,
+        path=[manifest.path[r] for r in rows], label=label, occ_source=occ_source,
     ), rows
 
 

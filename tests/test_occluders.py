@@ -35,9 +35,14 @@ def test_every_occluder_has_a_stable_schema_code() -> None:
     for name in OCCLUDERS:  # each occluder's rows are stored under its own, non-zero code
         assert name in OCCLUDER_NAMES and occ_type_code(name) > 0
     # The codes are written into files: renumbering would silently relabel every existing file.
-    assert [occ_type_code(n) for n in ("mean", "black", "random")] == [1, 2, 3]
+    assert [occ_type_code(n) for n in ("mean", "black", "random", "real", "pedestrian")] == [1, 2, 3, 4, 5]
+    assert set(OCCLUDER_NAMES) == {*OCCLUDERS, "pedestrian"}
     with pytest.raises(BadInputError, match="--type 'noise'"):
         get_occluder("noise")
+    # pedestrian needs another identity's image: not a single-image occluder.
+    with pytest.raises(BadInputError, match=r"^--type 'pedestrian': pastes a region of another identity's image.*"
+                                            r"occsim generate --type pedestrian"):
+        get_occluder("pedestrian")
 
 
 def test_mean_colour_hand_computed() -> None:
@@ -128,7 +133,7 @@ def test_random_box_is_clipped_when_it_cannot_fit() -> None:
     assert 0 <= x <= 64 - w
 
 
-@pytest.mark.parametrize("name", OCCLUDER_NAMES)
+@pytest.mark.parametrize("name", tuple(OCCLUDERS))  # pedestrian: tests/test_pedestrian.py
 def test_deterministic_for_the_same_seed(name: str) -> None:
     image = _image()
     occluder = OCCLUDERS[name]

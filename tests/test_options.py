@@ -137,7 +137,7 @@ def test_generate_options_are_the_config_fields_with_their_defaults_and_choices(
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"types": ("mean", "blur")}, r"^--type 'blur': unknown; use one or more of mean, black, random$"),
+    ({"types": ("mean", "blur")}, r"^--type 'blur': unknown; use one or more of mean, black, random, pedestrian$"),
     ({"occlude": ("train", "test")}, r"^--occlude 'test': unknown; use one or more of train, query, gallery$"),
     ({"workers": -1}, r"^--workers -1: must be 0 \(all cores\) or a positive integer$"),
     ({"seed": True}, r"^--seed True: must be a whole number$"),
