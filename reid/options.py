@@ -18,6 +18,8 @@ RETRIEVAL_FEATURES: tuple[str, ...] = ("global", "bn")
 TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both", "augment")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 SCHEDULES: tuple[str, ...] = ("step", "cosine")
+#: Random Erasing's fills ("mixed": one of the other three per box); reid.data.transforms uses this list.
+ERASING_FILLS: tuple[str, ...] = ("mean", "black", "random", "mixed")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Evaluation choices (``reid eval``, ``rank``, ``study``; see :mod:`reid.engine.evaluator`).
 GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")
@@ -38,3 +40,5 @@ CLEAN_ANCHORS_ONLY = Option(False, "Occluded images are not TriHard anchors (the
 VISIBILITY_WEIGHT = Option(0.0, "Weight of the per-stripe visibility loss, supervised by the occluder boxes; > 0 adds "
                                 "the visibility head (used by `reid eval --visibility`), 0 = no head.",
                            low=0.0, note="(0 = no visibility head)")
+TWIN_WEIGHT = Option(0.0, "Weight of the twin-consistency loss: each occluded copy's BN feature pulled toward its clean "
+                          "twin's (detached) with --train-on both; 0 = off.", low=0.0, note="(0 = off)")

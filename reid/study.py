@@ -52,6 +52,7 @@ from reid.study_config import (  # noqa: F401 (public names)
     Cell,
     StudyConfig,
     this_project_cell,
+    without_held_out,
 )
 from reid.engine.trainer import validation_score as trainer_validation_score
 
@@ -80,19 +81,22 @@ class StudyReport:
 
 
 def grid_cells(config: StudyConfig, store: StoreInfo) -> list[Cell]:
-    """The cells of ``config.grid`` for the occluder types present in ``store``."""
+    """The cells of ``config.grid`` for the occluder types present in ``store`` (the table1,
+    alpha and recipe grids never train on a held-out type: see :func:`without_held_out`)."""
+    train_types = tuple(store.split("train").occ_types_present())
     if config.grid == "table1":
-        return [
+        cells = [
             Cell("aligned-clean", "AlignedReID (clean)", 1.0, "clean"),
             Cell("aligned-both", "AlignedReID + occluded data", 1.0, "both"),
             Cell("aligned-obc", "AlignedReID + OBC", 0.8, "both"),
             this_project_cell(),
         ]
+        return [without_held_out(c, train_types) for c in cells]
     if config.grid == "alpha":
-        return [Cell(f"alpha-{alpha:g}", f"alpha = {alpha:g}", alpha, "both", on_validation=True)
-                for alpha in config.alphas]
+        return [without_held_out(Cell(f"alpha-{alpha:g}", f"alpha = {alpha:g}", alpha, "both", on_validation=True),
+                                 train_types) for alpha in config.alphas]
     if config.grid == "recipe":
-        return [c for c in RECIPE_CELLS if not config.cells or c.name in config.cells]
+        return [without_held_out(c, train_types) for c in RECIPE_CELLS if not config.cells or c.name in config.cells]
     types = store.split("train").occ_types_present()
     if len(types) < 2:
         raise BadInputError(f"{store.path}: the occluders grid needs several occluder types in the train split, "

@@ -77,7 +77,9 @@ def transform_item(
         resize, flip and pad-and-crop), clipped to the output frame, so every coordinate is
         >= 0; :data:`NO_BOX_F` when the row has no box, or when ``transform`` is neither
         :class:`TrainTransform` nor :class:`EvalTransform` (its geometry is unknown). Random
-        erasing is not an occluder of the file and is not part of the box.
+        erasing is not an occluder of the file and is not part of the box, except with
+        ``erasing_labels`` (:class:`TransformConfig`): then a row without a box that was
+        erased gets the erased box (already in output pixels), so it can be labelled occluded.
     """
     if transform is None:
         tensors = [torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))) for image in images]
@@ -87,6 +89,8 @@ def transform_item(
         params = transform.draw(rng)
         tensors = [transform.apply(image, params) for image in images]
         out_box, out_size = transform.transform_box(box, params, image_size), transform.config.size
+        if transform.config.erasing_labels and params.erase is not None and any(v < 0 for v in box):
+            return tensors, tuple(float(v) for v in params.erase)
     elif isinstance(transform, EvalTransform):
         tensors = transform(images, rng)
         sy, sx = transform.size[0] / image_size[0], transform.size[1] / image_size[1]
@@ -230,7 +234,10 @@ class HDF5Split(_KeyedDataset):
         image = self._images.read(row)
         rng = item_rng(self.seed, epoch, slot)
         (tensor,), box = transform_item(self.transform, [image], rng, self.manifest.box[row], self.image_size)
-        return _item_fields(self.manifest, row) | {"image": tensor, "box": box}
+        fields = _item_fields(self.manifest, row)
+        if not fields["occluded"] and box != NO_BOX_F:  # erased, and erasing counts as an occlusion
+            fields["occluded"] = True
+        return fields | {"image": tensor, "box": box}
 
 
 def _item_fields(manifest: SplitManifest, row: int) -> dict[str, Any]:

@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import torch
 
+from reid.options import ERASING_FILLS
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -52,7 +54,11 @@ class TransformConfig:
         erasing_area: (min, max) fraction of the image area erased.
         erasing_ratio: minimum aspect ratio h/w; ratios are drawn log-uniformly in [r, 1/r].
         erasing_fill: "mean" fills with the normalisation mean colour (0 after normalising, as
-            torchvision's ``RandomErasing(value=0)``); "random" with uniform random pixels.
+            torchvision's ``RandomErasing(value=0)``); "black" with 0; "random" with uniform
+            random pixels; "mixed" draws one of those three per erased box (uniformly).
+        erasing_labels: an erased box counts as an occlusion: the item of a clean row is
+            labelled occluded with the box as its occluder box (the OBC and visibility targets;
+            see :func:`reid.data.datasets.transform_item`).
         mean: per-channel mean used by :func:`normalize_batch`, in [0, 1] units.
         std: per-channel standard deviation used by :func:`normalize_batch`.
     """
@@ -65,7 +71,8 @@ class TransformConfig:
     erasing_p: float = 0.5
     erasing_area: tuple[float, float] = (0.02, 0.4)
     erasing_ratio: float = 0.3
-    erasing_fill: Literal["mean", "random"] = "mean"
+    erasing_fill: Literal["mean", "black", "random", "mixed"] = "mean"
+    erasing_labels: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -74,8 +81,8 @@ class TransformConfig:
             raise ValueError(f"size must be (H, W) with positive sides, got {self.size}")
         if self.pad < 0:
             raise ValueError(f"pad must be >= 0, got {self.pad}")
-        if self.erasing_fill not in ("mean", "random"):
-            raise ValueError(f"erasing_fill must be 'mean' or 'random', got {self.erasing_fill!r}")
+        if self.erasing_fill not in ERASING_FILLS:
+            raise ValueError(f"erasing_fill must be one of {ERASING_FILLS}, got {self.erasing_fill!r}")
 
 
 @dataclass(frozen=True)
@@ -163,8 +170,13 @@ class TrainTransform:
             erase = _draw_erasing_box(rng, height, width, cfg.erasing_area, cfg.erasing_ratio)
             if erase is not None:
                 _, _, w, h = erase
-                if cfg.erasing_fill == "random":
+                kind = cfg.erasing_fill
+                if kind == "mixed":  # drawn only for "mixed", so the other fills' draws are unchanged
+                    kind = ERASING_FILLS[int(rng.integers(0, 3))]
+                if kind == "random":
                     fill = rng.integers(0, 256, size=(3, h, w), dtype=np.uint8)
+                elif kind == "black":
+                    fill = np.zeros((3, 1, 1), dtype=np.uint8)
                 else:
                     fill = np.asarray([round(255 * m) for m in cfg.mean], dtype=np.uint8).reshape(3, 1, 1)
         return AugmentParams(flip=flip, crop_y=crop_y, crop_x=crop_x, erase=erase, erase_fill=fill)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import BadInputError
 from common.options import Option, comma_text, comma_words, int_list, parse_size, size_text, validate_options
 from reid.options import (
+    ERASING_FILLS,
     ALPHA,
     ARCH_DIMS,
     CLEAN_ANCHORS_ONLY,
@@ -27,6 +28,7 @@ from reid.options import (
     RETRIEVAL_FEATURES,
     SCHEDULES,
     TRAIN_ON,
+    TWIN_WEIGHT,
     VISIBILITY_WEIGHT,
 )
 
@@ -87,6 +89,10 @@ class TrainConfig:
         input_size: network input (H, W).
         last_stride: 1 (BoT) or 2 (original AlignedReID).
         random_erasing: Random Erasing augmentation.
+        erasing_fill: its fill ("mean", "black", "random", "mixed"; see
+            :class:`reid.data.transforms.TransformConfig`).
+        erasing_labels: its boxes count as occlusions (OBC and visibility targets).
+        twin_weight: weight of the twin-consistency loss (``train_on="both"``).
         device: "auto" (CUDA when available), "cpu" or "cuda".
         amp: mixed precision; None = on with CUDA (see the module doc for the dtype).
         workers: data-loader processes.
@@ -158,6 +164,12 @@ class TrainConfig:
                                  "backbone cost for resnet18.", choices=(1, 2)).field()
     random_erasing: bool = Option(True, "Random Erasing (BoT's p 0.5, 2-40 % of the area, mean fill).",
                                   flag=True).field()
+    erasing_fill: str = Option("mean", "Random Erasing's fill: the normalisation mean colour, black, random pixels, "
+                                       "or mixed (one of the three per box).", choices=ERASING_FILLS).field()
+    erasing_labels: bool = Option(False, "Random Erasing's boxes count as occlusions: an erased clean image is "
+                                         "labelled occluded (OBC target) with the box as its occluder (visibility "
+                                         "target).", flag=True).field()
+    twin_weight: float = TWIN_WEIGHT.field()
     device: str = Option("auto", "auto: CUDA when available, else the CPU.", choices=DEVICES).field()
     amp: bool | None = Option(None, "Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA, CUDA "
                                     "only.", flag=True, tristate=True).field()
@@ -201,9 +213,17 @@ class TrainConfig:
              "--train-occluders: applies to --train-on occluded, both or augment; drop it with --train-on clean")
         # The visibility targets are the occluder boxes of the file's copies: clean-only
         # training would teach the head that every stripe is always visible.
-        need(not (self.visibility_weight > 0 and self.train_on == "clean"),
+        need(not (self.visibility_weight > 0 and self.train_on == "clean" and not self.erasing_labels),
              f"--visibility-weight {self.visibility_weight:g}: its targets are the boxes of the file's occluded "
-             "copies; add --train-on augment (or both, occluded)")
+             "copies; add --train-on augment (or both, occluded), or --erasing-labels")
+        need(self.random_erasing or (self.erasing_fill == "mean" and not self.erasing_labels),
+             "--erasing-fill/--erasing-labels: they change Random Erasing, which is off; add --random-erasing")
+        need(not (self.erasing_labels and self.train_on == "both"),
+             "--erasing-labels: a --train-on both batch labels its halves clean and occluded by construction; "
+             "use --train-on clean or augment")
+        need(not (self.twin_weight > 0 and self.train_on != "both"),
+             f"--twin-weight {self.twin_weight:g}: it pulls each occluded copy toward its clean twin in the same "
+             "batch; add --train-on both")
         need(len(self.input_size) == 2 and min(self.input_size) >= 16,
              f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
         need(bool(self.eval_queries), "eval_queries: give at least one query set")
@@ -238,13 +258,14 @@ class TrainConfig:
         return LossConfig(alpha=self.alpha, margin=self.margin, label_smoothing=self.label_smoothing,
                           exclude_twin_positive=self.exclude_twin_positive,
                           clean_anchors_only=self.clean_anchors_only,
-                          visibility_weight=self.visibility_weight)
+                          visibility_weight=self.visibility_weight, twin_weight=self.twin_weight)
 
     @property
     def transform_config(self) -> TransformConfig:
         from reid.data.transforms import TransformConfig
 
-        return TransformConfig(size=self.input_size, random_erasing=self.random_erasing)
+        return TransformConfig(size=self.input_size, random_erasing=self.random_erasing,
+                               erasing_fill=self.erasing_fill, erasing_labels=self.erasing_labels)
 
 
 def config_differences(given: TrainConfig, recorded: dict[str, Any],

@@ -97,7 +97,7 @@ logger = logging.getLogger(__name__)
 #: Loss-breakdown fields logged per step and per epoch, in this order.
 LOGGED_LOSSES: tuple[str, ...] = (
     "total", "triplet_global", "triplet_local", "id", "obc", "obc_acc", "id_acc", "violation_fraction",
-    "visibility",
+    "visibility", "twin",
 )
 
 
@@ -616,7 +616,8 @@ def _log_epoch(record: dict[str, Any], epochs: int, improved: bool) -> None:
     if "total" in record:
         text += (
             f"loss {record['total']:.4f} (tri {record['triplet_global']:.4f}/{record['triplet_local']:.4f}, "
-            f"id {record['id']:.4f}, obc {record['obc']:.4f}, obc acc {100 * record['obc_acc']:.1f}%), "
+            f"id {record['id']:.4f}, obc {record['obc']:.4f}, obc acc {100 * record['obc_acc']:.1f}%"
+            + (f", twin {record['twin']:.4f}" if record.get("twin") else "") + "), "
             f"lr {record['lr']:.2e}, {record['images_per_s']:.0f} img/s"
         )
     else:  # a resumed epoch whose steps had all run before the interruption

@@ -11,7 +11,10 @@ L_O is the OBC cross-entropy. With a visibility head, the per-stripe visibility 
 
     L = alpha * L_T + (1 - alpha) * L_O + visibility_weight * L_V
 
-(its own term so that alpha keeps its paper meaning and ``alpha = 1`` with a visibility
+and with ``twin_weight`` > 0 the twin-consistency term (:mod:`reid.losses.twin`) is added the
+same way, ``+ twin_weight * L_twin``
+
+(their own terms so that alpha keeps its paper meaning and ``alpha = 1`` with a visibility
 weight is AlignedReID plus the visibility head, nothing else). A term whose weight is zero is still computed for the log, but
 outside the autograd graph: with ``alpha = 1`` the OBC head receives no gradient at all
 (``grad is None``), so optimisers skip it entirely, weight decay included, and its weights
@@ -35,9 +38,18 @@ from common.errors import BadInputError
 from common.options import Option, validate_options
 from reid.losses.obc import obc_loss
 from reid.losses.triplet import global_trihard, local_trihard
+from reid.losses.twin import twin_loss
 from reid.losses.visibility import visibility_loss
 from reid.models.aligned import ModelOutput
-from reid.options import ALPHA, CLEAN_ANCHORS_ONLY, EXCLUDE_TWIN_POSITIVE, LABEL_SMOOTHING, MARGIN, VISIBILITY_WEIGHT
+from reid.options import (
+    ALPHA,
+    CLEAN_ANCHORS_ONLY,
+    EXCLUDE_TWIN_POSITIVE,
+    LABEL_SMOOTHING,
+    MARGIN,
+    TWIN_WEIGHT,
+    VISIBILITY_WEIGHT,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,8 @@ class LossConfig:
             identity and OBC losses).
         visibility_weight: weight of the per-stripe visibility BCE, a term of its own outside
             alpha; 0 = the visibility head (if any) gets no gradient.
+        twin_weight: weight of the twin-consistency term (occluded BN feature toward its
+            clean twin's, detached), a term of its own outside alpha; needs ``clean_index``.
     """
 
     alpha: float = ALPHA.field()
@@ -68,6 +82,7 @@ class LossConfig:
     exclude_twin_positive: bool = EXCLUDE_TWIN_POSITIVE.field()
     clean_anchors_only: bool = CLEAN_ANCHORS_ONLY.field()
     visibility_weight: float = VISIBILITY_WEIGHT.field()
+    twin_weight: float = TWIN_WEIGHT.field()
 
     def __post_init__(self) -> None:
         validate_options(self)
@@ -94,6 +109,8 @@ class LossBreakdown:
         dist_ap, dist_an: mean global distance to the hardest positive / negative.
         visibility: per-stripe visibility BCE over the stripes with a target (0 without a
             visibility head or targets); visibility_error its mean |predicted - target|.
+        twin: twin-consistency loss (0 when the batch has no clean/occluded twins or no
+            ``clean_index`` was given).
     """
 
     total: Tensor
@@ -110,6 +127,7 @@ class LossBreakdown:
     dist_an: Tensor
     visibility: Tensor = field(default_factory=lambda: torch.zeros(()))
     visibility_error: Tensor = field(default_factory=lambda: torch.zeros(()))
+    twin: Tensor = field(default_factory=lambda: torch.zeros(()))
 
 
 def identity_loss(id_logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -155,7 +173,7 @@ def compute_losses(
         occluded: shape [N] bool (True = occluded, OBC class 1).
         config: weights.
         clean_index: shape [N], the clean original of each image (twins share it); needed
-            only by ``config.exclude_twin_positive``.
+            by ``config.exclude_twin_positive`` and ``config.twin_weight``.
         visibility_target: shape [N, H], the visible fraction of each stripe, NaN where
             unknown (:func:`reid.losses.visibility.visibility_targets`); needed when
             ``config.visibility_weight`` > 0, logged when given otherwise.
@@ -170,9 +188,9 @@ def compute_losses(
     if pids.numel() and (int(pids.min()) < 0 or int(pids.max()) >= num_classes):
         raise ValueError(f"pids must be class indices in [0, {num_classes}); got {pids.min()}..{pids.max()}")
     exclude_positive = None
+    if (config.exclude_twin_positive or config.twin_weight > 0.0) and clean_index is None:
+        raise ValueError("exclude_twin_positive and twin_weight need the clean_index of every image")
     if config.exclude_twin_positive:
-        if clean_index is None:
-            raise ValueError("exclude_twin_positive needs the clean_index of every image")
         twins = clean_index.to(pids.device)
         exclude_positive = twins.unsqueeze(1) == twins.unsqueeze(0)  # [N, N]; the diagonal stays a positive
     anchors = ~occluded.to(pids.device) if config.clean_anchors_only else None
@@ -201,6 +219,11 @@ def compute_losses(
                     output.visibility_logits.float(), visibility_target.to(output.visibility_logits.device)  # type: ignore[union-attr]
                 )
 
+        loss_twin = torch.zeros((), device=output.bn_feat.device)
+        if clean_index is not None:
+            with _grad_if(config.twin_weight > 0.0):
+                loss_twin = twin_loss(output.bn_feat.float(), occluded, clean_index)
+
         identity = loss_global + config.local_weight * loss_local + config.id_weight * loss_id
         if config.alpha == 1.0:
             total = identity
@@ -210,6 +233,8 @@ def compute_losses(
             total = config.alpha * identity + (1.0 - config.alpha) * loss_obc
         if use_visibility:
             total = total + config.visibility_weight * loss_vis
+        if config.twin_weight > 0.0:
+            total = total + config.twin_weight * loss_twin
 
     return LossBreakdown(
         total=total,
@@ -226,4 +251,5 @@ def compute_losses(
         dist_an=dist_an.detach().mean(),
         visibility=loss_vis.detach(),
         visibility_error=vis_error,
+        twin=loss_twin.detach(),
     )
