@@ -94,7 +94,8 @@ class TrainConfig:
         erasing_labels: its boxes count as occlusions (OBC and visibility targets).
         twin_weight: weight of the twin-consistency loss (``train_on="both"``).
         device: "auto" (CUDA when available), "cpu" or "cuda".
-        amp: mixed precision; None = on with CUDA (see the module doc for the dtype).
+        amp: mixed precision; None = on with CUDA, off on the CPU; True on a CPU = bf16 where
+            it is native (:func:`reid.engine.optim.resolve_amp`).
         workers: data-loader processes.
         seed: seeds the model initialisation, the sampler and the augmentation.
         eval_every: validate every N epochs and after the last (0 = never).
@@ -171,8 +172,8 @@ class TrainConfig:
                                          "target).", flag=True).field()
     twin_weight: float = TWIN_WEIGHT.field()
     device: str = Option("auto", "auto: CUDA when available, else the CPU.", choices=DEVICES).field()
-    amp: bool | None = Option(None, "Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA, CUDA "
-                                    "only.", flag=True, tristate=True).field()
+    amp: bool | None = Option(None, "Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA. On a CPU, "
+                                    "bf16 where the CPU runs it natively (AVX512-BF16, AMX), else float32.", flag=True, tristate=True).field()
     workers: int = Option(4, "Data-loader processes.", low=0).field()
     seed: int = Option(0, "Seeds the model initialisation, the sampler and the augmentation.").field()
     eval_every: int = Option(10, "Validate (R1, mAP on clean and occluded queries) every N epochs and after the "

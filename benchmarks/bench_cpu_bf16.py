@@ -1,0 +1,80 @@
+"""bfloat16 autocast against float32 for ``reid train``'s step on this CPU (issue 18, item 1).
+
+What is timed: the trainer's step (forward under the given autocast, the multi-task loss in
+float32, backward, Adam) of the same model on the same P x K batch, once in float32 (the
+baseline) and once under ``torch.autocast("cpu", dtype=torch.bfloat16)``, the steps
+interleaved (f32, bf16, bf16, f32, ...) so that load from other processes hits both alike;
+median step per variant. bf16 is forced here whatever the CPU: the point is to measure what
+``--amp`` would give, and whether :func:`reid.engine.optim.cpu_has_native_bf16` is right to
+turn it on only where oneDNN runs bf16 natively (AVX512-BF16, AMX).
+
+Run:  .venv/bin/python benchmarks/bench_cpu_bf16.py [--arch resnet18|mobilenet_v2] [--size 128x64]
+          [--last-stride 2] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--size", default="128x64", help="HxW")
+    ap.add_argument("--last-stride", type=int, default=2, choices=[1, 2])
+    ap.add_argument("--batch-p", type=int, default=16)
+    ap.add_argument("--batch-k", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
+    args = ap.parse_args()
+
+    import torch
+
+    from reid.engine.optim import AmpSettings, cpu_has_native_bf16
+    from reid.engine.trainer import apply_gradients, forward_losses
+    from reid.losses import LossConfig
+    from reid.models import ModelConfig, build_model
+
+    height, width = (int(v) for v in args.size.split("x"))
+    n = args.batch_p * args.batch_k
+    torch.manual_seed(0)
+    images = torch.randn(n, 3, height, width)
+    labels = torch.arange(args.batch_p).repeat_interleave(args.batch_k)
+    occluded = torch.zeros(n, dtype=torch.bool)
+    variants = {}
+    for name, amp in (("float32", AmpSettings("cpu")), ("bf16", AmpSettings("cpu", torch.bfloat16))):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(num_classes=751, arch=args.arch, last_stride=args.last_stride,
+                                        num_stripes=4), pretrained=None).train()
+        variants[name] = (model, torch.optim.Adam(model.parameters(), lr=3.5e-4), amp)
+
+    def step(name: str) -> float:
+        model, optimizer, amp = variants[name]
+        start = time.perf_counter()
+        losses = forward_losses(model, images, labels, occluded, LossConfig(alpha=1.0), amp)
+        apply_gradients(losses.total, optimizer)
+        return time.perf_counter() - start
+
+    for name in variants:  # warm-up
+        step(name)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(args.steps):
+        for name in (list(variants) if round_ % 2 == 0 else list(variants)[::-1]):
+            times[name].append(step(name))
+    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    print(f"training step, {args.arch} {height}x{width} last stride {args.last_stride}, {n} images, "
+          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native bf16 (oneDNN): {cpu_has_native_bf16()}; median of {args.steps} interleaved steps")
+    for name, median in medians.items():
+        print(f"  {name:<8} {median:8.3f} s/step {n / median:8.1f} images/s")
+    print(f"ratio bf16 / float32 throughput: {medians['float32'] / medians['bf16']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
