@@ -1,0 +1,88 @@
+"""Named recipes and config files (reid.recipes): what each name sets, composition, files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from common.errors import BadInputError
+from reid.engine.config import TrainConfig
+from reid.recipes import apply_recipes, describe_recipes, read_config_file, recipe_names
+from reid.study_config import DEFAULT_RECIPE, RECIPE_CELLS, recipe_cell
+
+
+def test_every_grid_row_is_a_recipe_and_trains_as_the_study_does() -> None:
+    names = recipe_names()
+    assert {c.name for c in RECIPE_CELLS} <= set(names) and {"cpu", "cpu-imagenet"} <= set(names)
+    base = apply_recipes(TrainConfig(), ("cpu",))
+    for cell in RECIPE_CELLS:
+        assert apply_recipes(TrainConfig(), ("cpu", cell.name)) == cell.train_config(base)
+
+
+def test_the_default_recipe_is_the_defaults_and_paper_obc_is_the_papers() -> None:
+    assert apply_recipes(TrainConfig(), (DEFAULT_RECIPE,)) == TrainConfig()
+    paper = apply_recipes(TrainConfig(), ("cpu", "paper-obc"))
+    assert (paper.train_on, paper.alpha, paper.random_erasing, paper.arch) == ("both", 0.8, False, "resnet18")
+    assert paper.epochs == 29  # the cpu sizing's 58 epochs, halved: pairs show two images per item
+
+
+def test_sizings_set_what_they_say() -> None:
+    cpu = apply_recipes(TrainConfig(), ("cpu",))
+    assert (cpu.arch, cpu.pretrained, cpu.input_size, cpu.last_stride, cpu.device) == (
+        "resnet18", None, (128, 64), 2, "cpu")
+    imagenet = apply_recipes(TrainConfig(), ("cpu-imagenet",))
+    assert (imagenet.arch, imagenet.pretrained, imagenet.last_stride) == ("mobilenet_v2", "imagenet", 1)
+
+
+def test_unknown_recipe_lists_the_known_ones() -> None:
+    with pytest.raises(BadInputError, match=r"--recipe 'papr': unknown; use one or more of cpu, cpu-imagenet, "):
+        apply_recipes(TrainConfig(), ("papr",))
+
+
+def test_describe_names_every_recipe_and_its_settings() -> None:
+    rows = {name: sets for name, _, sets in describe_recipes()}
+    assert set(rows) == set(recipe_names())
+    assert "alpha=0.8" in rows["paper-obc"] and "train_on=both" in rows["paper-obc"]
+    assert "erasing_labels=True" in rows["erasing-obc"]
+    assert rows[DEFAULT_RECIPE] == "the defaults"
+
+
+def test_config_file_json_yaml_and_a_runs_config_json(tmp_path: Path) -> None:
+    plain = tmp_path / "options.json"
+    plain.write_text(json.dumps({"arch": "resnet18", "input_size": [64, 32], "force": True}))
+    assert read_config_file(plain) == {"arch": "resnet18", "input_size": [64, 32]}  # force is the command line's
+    yaml_file = tmp_path / "options.yaml"
+    yaml_file.write_text("arch: resnet34\nlr: 0.001\nmilestones: [10, 20]\n")
+    assert read_config_file(yaml_file) == {"arch": "resnet34", "lr": 0.001, "milestones": [10, 20]}
+    config = recipe_cell("erasing-obc").train_config(TrainConfig(arch="resnet18"))
+    run = tmp_path / "config.json"
+    run.write_text(json.dumps({"train": config.to_dict(), "model": {}, "dataset_fingerprint": "x"}))
+    assert TrainConfig(**read_config_file(run)) == config
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", r"cannot be read"),
+    ("[1, 2]", r"expected a mapping of training options, got list"),
+    ('{"arhc": "resnet18"}', r"unknown options \['arhc'\]"),
+])
+def test_bad_config_files_get_one_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(BadInputError, match=message) as info:
+        read_config_file(path)
+    assert "\n" not in str(info.value) and "bad.json" in str(info.value)
+    with pytest.raises(BadInputError, match="no such file"):
+        read_config_file(tmp_path / "missing.json")
+
+
+def test_layers_defaults_recipes_file_then_command_line(tmp_path: Path) -> None:
+    from reid.recipes import layered_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"train": {"lr": 0.002, "epochs": 7, "out": "runs/old", "data": "a.h5"}}))
+    config = layered_config(("cpu", "paper-obc"), path, {"epochs": 3, "out": "runs/new"})
+    assert (config.arch, config.alpha, config.lr, config.epochs, config.out, config.data) == (
+        "resnet18", 0.8, 0.002, 3, "runs/new", "a.h5")
+    assert layered_config((), None, {}) == TrainConfig()
