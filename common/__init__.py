@@ -10,4 +10,9 @@ import nothing heavy at package import: :mod:`common.device` is the only one tha
 * :mod:`common.sheets` — tiles, labels and grids of the PNG figures (saliency, rank, preview).
 * :mod:`common.decoding` — one image file to RGB pixels, strict about damaged JPEGs.
 * :mod:`common.workers` — worker counts capped at the usable CPUs.
+
+:data:`__version__` is the project's one version: ``occsim``, ``reid``, both tools' ``--version``
+and setup.cfg read it here.
 """
+
+__version__ = "0.1.0"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -136,6 +137,25 @@ def validate_options(config: Any) -> None:
 
 
 # ------------------------------------------------------- command-line text <-> values
+
+#: The largest image side (stored or network input) any command accepts, in pixels: 32x
+#: Market-1501's crops. Larger sizes only exhaust memory (an int16 box, a cv2 allocation).
+MAX_IMAGE_SIDE = 4096
+
+
+def check_image_size(size: Sequence[int], option: str = "--size") -> tuple[int, int]:
+    """(H, W) of ``size`` when both sides are in 1..:data:`MAX_IMAGE_SIDE`.
+
+    Raises:
+        BadInputError: naming ``option``, the size and the bounds.
+    """
+    text = "x".join(str(v) for v in size)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in size):
+        raise BadInputError(f"{option} {text}: expected two whole numbers HxW, e.g. 128x64")
+    height, width = (int(v) for v in size)
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
+        raise BadInputError(f"{option} {text}: each side must be 1 to {MAX_IMAGE_SIDE} pixels, e.g. 128x64")
+    return height, width
 
 
 def parse_size(value: str, option: str = "--size") -> tuple[int, int]:

@@ -22,8 +22,9 @@ BLACK = (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def write_png(path: str | os.PathLike, image_bgr: np.ndarray, what: str = "figure") -> Path:
-    """Encode a uint8 BGR image (shape [H, W, 3]) as PNG and write it atomically.
+def write_png(path: str | os.PathLike, image_bgr: np.ndarray, what: str = "figure", overwrite: bool = True) -> Path:
+    """Encode a uint8 BGR image (shape [H, W, 3]) as PNG and write it atomically (without
+    ``overwrite``: not over an existing file, :func:`common.atomic.commit_file`).
 
     Raises:
         BadInputError: the file cannot be written there (names ``what`` and ``--out``).
@@ -32,7 +33,7 @@ def write_png(path: str | os.PathLike, image_bgr: np.ndarray, what: str = "figur
     ok, buf = cv2.imencode(".png", image_bgr)
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
-    atomic_write_bytes(path, buf.tobytes(), what)
+    atomic_write_bytes(path, buf.tobytes(), what, overwrite=overwrite)
     return path
 
 

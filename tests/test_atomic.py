@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.atomic import atomic_path, atomic_write_bytes, atomic_write_json, check_output_file
+from common.atomic import atomic_path, atomic_write_bytes, atomic_write_json, check_output
 from common.errors import BadInputError
 
 
@@ -40,13 +40,13 @@ def test_atomic_path_names_what_it_could_not_write(tmp_path: Path) -> None:
     assert blocker.read_text() == "x"
 
 
-def test_check_output_file_refuses_an_existing_file_without_force(tmp_path: Path) -> None:
+def test_check_output_refuses_an_existing_file_without_force(tmp_path: Path) -> None:
     out = tmp_path / "o.h5"
     out.write_bytes(b"keep")
     with pytest.raises(BadInputError, match=r"o\.h5: already exists; pass --force to overwrite it or choose another --out$"):
-        check_output_file(out, "HDF5 file", overwrite=False)
-    assert check_output_file(out, "HDF5 file") == out and out.read_bytes() == b"keep"
-    assert check_output_file(tmp_path / "new" / "o.h5", overwrite=False) == tmp_path / "new" / "o.h5"
+        check_output(out, what="HDF5 file")
+    assert check_output(out, force=True, what="HDF5 file") == out and out.read_bytes() == b"keep"
+    assert check_output(tmp_path / "new" / "o.h5") == tmp_path / "new" / "o.h5"
     assert not (tmp_path / "new").exists()  # checks create nothing
 
 
