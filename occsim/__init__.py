@@ -1,3 +1,3 @@
 """occsim: materialise an Occluded Market-1501 (frozen splits + occlusion manifest) as HDF5."""
 
-__version__ = "0.1.0"
+from common import __version__  # noqa: F401 (the project's one version, re-exported)

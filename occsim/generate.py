@@ -53,7 +53,7 @@ import numpy as np
 from joblib import Parallel, cpu_count, delayed
 from tqdm import tqdm
 
-from common.atomic import check_output_file
+from common.atomic import check_output
 from common.decoding import decode_image
 from common.errors import BadInputError
 from common.workers import cap_workers
@@ -414,7 +414,7 @@ def generate(config: GenerateConfig, echo: Callable[[str], None] = logger.info) 
     # Fail fast, before any long work (making the synthetic set, decoding): a given source
     # is parsed first (it is only listed), then the output is checked.
     source = _read(config.src, config) if config.src is not None else None
-    check_output_file(out, "HDF5 file", overwrite=config.force)
+    check_output(out, (config.src,), config.force, "HDF5 file")  # never over the source (a .csv), even with --force
     if source is None:
         resolving = time.perf_counter()
         root = resolve_source(None, n_workers, echo)

@@ -17,7 +17,15 @@ from typing import Any, Iterable
 import numpy as np
 
 from common.errors import BadInputError
-from common.options import Option, comma_text, comma_words, parse_size, size_text, validate_options
+from common.options import (
+    Option,
+    check_image_size,
+    comma_text,
+    comma_words,
+    parse_size,
+    size_text,
+    validate_options,
+)
 from occsim.occluders import OccluderParams
 from occsim.schema import DEFAULT_IMAGE_SIZE, OCCLUDER_NAMES, SPLITS, occ_type_code
 from occsim.sources import LAYOUT_NAMES, Source
@@ -98,8 +106,7 @@ class GenerateConfig:
                 raise BadInputError(f"--{name.replace('_', '-')} {value!r}: must be a whole number")
         validate_options(self)
         self.occluder.validate()
-        if len(self.image_size) != 2 or min(int(v) for v in self.image_size) < 1:
-            raise BadInputError(f"--size {self.image_size!r}: both sides must be positive, e.g. 128x64")
+        check_image_size(self.image_size, "--size")
         if self.occluded_splits:
             self.occluder.check_fits(self.image_size, self.ordered_types)
 

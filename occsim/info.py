@@ -48,9 +48,14 @@ def _pixels_line(info: StoreInfo, verified: int | None) -> str:
     if not info.pixel_checksums:
         return ("  pixels: no checksums (written before occsim stored them): damage to the pixels cannot be "
                 "detected; regenerate the file to add them")
+    if info.pixel_crc:
+        kind = "a CRC-32 checksum per image"
+    else:
+        kind = ("only a Fletcher32 checksum per image (written before the CRC-32s: a 0x00 byte flipped to 0xFF "
+                "can pass it; regenerate the file to add them)")
     if verified is None:
-        return "  pixels: a Fletcher32 checksum per image (checked on every read; `occsim info` checks them all)"
-    return f"  pixels: a Fletcher32 checksum per image, all {verified} verified"
+        return f"  pixels: {kind} (checked on every read; `occsim info` checks them all)"
+    return f"  pixels: {kind}, all {verified} verified"
 
 
 def describe(info: StoreInfo, verified: int | None = None) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.atomic import check_output
 from common.errors import BadInputError
 from common.sheets import draw_box, grid, hstack_tiles, labelled, upscale, write_png
 from occsim.pedestrian import source_box
@@ -30,7 +31,8 @@ def _tile(image: np.ndarray, box: np.ndarray, colour: tuple[int, int, int], thic
     return draw_box(upscale(image, SCALE), box, SCALE, colour, thickness)
 
 
-def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int = 16, seed: int = 0) -> Path:
+def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int = 16, seed: int = 0,
+                  force: bool = False) -> Path:
     """Write a grid of ``n`` randomly chosen occluded rows beside their clean originals.
 
     Each cell is the clean image (the hidden box outlined thinly) and its occluded copy (the
@@ -43,6 +45,7 @@ def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int
         out_png: where to write; must end in ``.png``.
         n: pairs to show (fewer when the file has fewer occluded rows).
         seed: which rows are picked.
+        force: replace an existing ``out_png`` (never ``h5_path``).
 
     Returns:
         ``out_png`` as a Path.
@@ -52,6 +55,7 @@ def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int
         raise BadInputError(f"{out_png}: the preview is a PNG; give a file name ending in .png")
     if n < 1:
         raise BadInputError(f"--n {n}: must be at least 1")
+    check_output(out_png, (h5_path,), force, "preview")
     info = read_store(h5_path)
     candidates = [(split, int(row)) for split, manifest in info.splits.items() for row in manifest.rows("occluded")]
     if not candidates:
@@ -76,6 +80,6 @@ def write_preview(h5_path: str | os.PathLike, out_png: str | os.PathLike, n: int
                 lines.append(f"passer-by: row {source}, pid {int(manifest.pid[source])}")
             cells.append(labelled(hstack_tiles(tiles, _GAP), lines, below=True))
 
-    write_png(out_png, cv2.cvtColor(grid(cells, COLUMNS, _GAP), cv2.COLOR_RGB2BGR), "preview")
+    write_png(out_png, cv2.cvtColor(grid(cells, COLUMNS, _GAP), cv2.COLOR_RGB2BGR), "preview", overwrite=force)
     logger.debug("wrote %s (%d pairs)", out_png, len(cells))
     return out_png

@@ -134,3 +134,11 @@ def image_dataset_options(n_rows: int, image_size: tuple[int, int]) -> dict[str,
     if n_rows == 0:
         return {}
     return {"chunks": (1, int(image_size[0]), int(image_size[1]), 3), PIXEL_CHECKSUM: True}
+
+
+# A CRC-32 per image, an additive part of format_version 1: each split holds ``images_crc32``,
+# uint32 (N,), the ``zlib.crc32`` of row i's pixel bytes (C order), checked on every read by
+# :mod:`occsim.pixels`. Fletcher32 cannot tell a 0x0000 word from 0xFFFF (a black patch whose
+# bytes were flipped to 0xFF passes it); CRC-32 sees every flipped byte. Files written before
+# it still read (``occsim info`` says which checksums a file has).
+PIXEL_CRC = "images_crc32"

@@ -21,8 +21,19 @@ import h5py
 import numpy as np
 
 from occsim import __version__
-from common.atomic import AtomicTarget, check_output_file, sweep_leftovers
+from common.atomic import AtomicTarget, check_output, sweep_leftovers
 from common.errors import BadInputError
+from occsim.pixels import (  # noqa: F401 (pixel_read_error, VERIFY_BLOCK: re-exported for the readers)
+    CRC32,
+    NO_CHECKSUM,
+    VERIFY_BLOCK,
+    CheckedImages,
+    check_crc_dataset,
+    checksum_kind,
+    image_crc32,
+    pixel_read_error,
+    verify_file,
+)
 from occsim.schema import (
     FORMAT,
     FORMAT_VERSION,
@@ -30,6 +41,7 @@ from occsim.schema import (
     MANIFEST_COLUMNS,
     NO_SOURCE,
     OCC_TYPE_NAMES,
+    PIXEL_CRC,
     ROOT_ATTRS,
     SPLITS,
     columns_for,
@@ -165,12 +177,12 @@ class StoreWriter:
         self._written: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> "StoreWriter":
-        check_output_file(self.path, "HDF5 file", overwrite=self.force)
+        check_output(self.path, force=self.force, what="HDF5 file")
         # A run killed with SIGKILL leaves its temporary file; the next one writing here removes
         # it (AtomicTarget's names; ".NAME.partial-PID" is what earlier versions left).
         sweep_leftovers(self.path.parent, re.compile(re.escape(f".{self.path.name}.partial-") + r"(\d+)"))
         try:
-            self._target = AtomicTarget(self.path)
+            self._target = AtomicTarget(self.path, overwrite=self.force)  # no-clobber without force
             self._file = h5py.File(self._target.tmp, "w")
         except OSError as exc:
             self._discard()
@@ -209,6 +221,7 @@ class StoreWriter:
                 group.create_dataset(column.name, data=np.asarray(manifest.column(column.name), dtype=column.dtype),
                                      shape=shape, dtype=column.dtype)
         group["occ_type"].attrs["names"] = json.dumps(list(OCC_TYPE_NAMES))
+        group.create_dataset(PIXEL_CRC, shape=(n,), dtype=np.uint32)
         self._manifests[split] = manifest
         self._written[split] = np.zeros(n, dtype=bool)
 
@@ -219,10 +232,16 @@ class StoreWriter:
         if images.dtype != np.uint8 or images.shape[1:] != expected:
             raise ValueError(f"images must be uint8 of shape [n, {expected}], got {images.dtype} {images.shape}")
         self._file[split]["images"][start : start + len(images)] = images
+        self._file[split][PIXEL_CRC][start : start + len(images)] = image_crc32(images)
         self._written[split][start : start + len(images)] = True
 
     def finish(self, source: str, seed: int, generator_args: dict[str, Any]) -> str:
-        """Write the root attributes, close and rename into place. Returns the fingerprint."""
+        """Write the root attributes, close and rename into place. Returns the fingerprint.
+
+        Raises:
+            BadInputError: (without ``force``) a file appeared at ``path`` meanwhile, e.g. written
+                by another run with the same ``--out``: this one is discarded, that one kept.
+        """
         assert self._file is not None
         missing = [s for s in SPLITS if s not in self._manifests]
         unwritten = [s for s, done in self._written.items() if not done.all()]
@@ -260,6 +279,7 @@ class StoreInfo:
     fingerprint: str
     splits: dict[str, SplitManifest] = field(repr=False)
     pixel_checksums: bool = False  # every non-empty split's images carry a per-image checksum
+    pixel_crc: bool = False  # ... and that checksum is a CRC-32 (else HDF5's Fletcher32 only)
 
 
     def split(self, name: str) -> SplitManifest:
@@ -342,7 +362,10 @@ def _read_validated(path: Path, h5: h5py.File, verify_fingerprint: bool) -> Stor
         manifests[split] = manifest
     generator_args = json.loads(_text(attrs["generator_args"]))
     fingerprint = _text(attrs["fingerprint"])
-    pixel_checksums = all(bool(h5[s]["images"].fletcher32) for s in SPLITS if h5[s]["images"].shape[0])
+    for split in SPLITS:
+        if (problem := check_crc_dataset(h5, split)) is not None:
+            raise _fail(path, problem)
+    checksums = checksum_kind(h5)
     if verify_fingerprint and compute_fingerprint(manifests, generator_args) != fingerprint:
         raise _fail(path, "the manifests do not match the stored fingerprint (the file was modified or damaged)")
     return StoreInfo(
@@ -355,24 +378,15 @@ def _read_validated(path: Path, h5: h5py.File, verify_fingerprint: bool) -> Stor
         image_size=(image_size[0], image_size[1]),
         fingerprint=fingerprint,
         splits=manifests,
-        pixel_checksums=pixel_checksums,
+        pixel_checksums=checksums != NO_CHECKSUM,
+        pixel_crc=checksums == CRC32,
     )
 
 
-def pixel_read_error(path: str | os.PathLike, split: str, row: int, exc: BaseException) -> BadInputError:
-    """The one-line error for pixels that cannot be read back: with checksums, HDF5 refuses an
-    image whose bytes changed after it was written (``exc`` is h5py's OSError)."""
-    return BadInputError(f"{path}: the pixels of {split} row {row} cannot be read ({_short(exc)}: damaged or "
-                         f"modified file); regenerate it with `occsim generate` (`occsim info` checks every row)")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return "checksum mismatch" if "filter returned failure" in text else text or type(exc).__name__
-
-
 def read_images(h5: h5py.File, split: str, rows: Iterable[int]) -> np.ndarray:
-    """Read images one row at a time (per-row reads suit the one-image chunks).
+    """Read images one row at a time (per-row reads suit the one-image chunks), each checked
+    against its checksums (:class:`occsim.pixels.CheckedImages`; readers of many single rows
+    keep one of those instead).
 
     Args:
         h5: an open file (see :func:`open_h5`).
@@ -383,24 +397,14 @@ def read_images(h5: h5py.File, split: str, rows: Iterable[int]) -> np.ndarray:
         uint8 RGB images, shape [n, H, W, 3], in the order of ``rows``.
 
     Raises:
-        BadInputError: an image fails its checksum (or cannot be read).
+        BadInputError: an image fails its checksum (or cannot be read), naming file, split and row.
     """
-    dataset = h5[split]["images"]
-    rows = [int(r) for r in rows]
-    out = np.empty((len(rows), *dataset.shape[1:]), dtype=np.uint8)
-    for i, row in enumerate(rows):
-        try:
-            dataset.read_direct(out, np.s_[row], np.s_[i])
-        except OSError as exc:
-            raise pixel_read_error(h5.filename, split, row, exc) from exc
-    return out
-
-
-VERIFY_BLOCK = 512  # rows read at once by verify_pixels (one HDF5 call, each chunk still checked)
+    return CheckedImages(h5, split).read_rows(rows)
 
 
 def verify_pixels(path: str | os.PathLike, progress: bool = True) -> int | None:
-    """Read every image of an occluded-reid file so that HDF5 checks each one's checksum.
+    """Read every image of an occluded-reid file and check its checksums (its CRC-32, and
+    HDF5's Fletcher32; :func:`occsim.pixels.verify_file`).
 
     Args:
         path: a file that :func:`read_store` accepts.
@@ -411,24 +415,8 @@ def verify_pixels(path: str | os.PathLike, progress: bool = True) -> int | None:
         can be checked; it still reads).
 
     Raises:
-        BadInputError: naming the first split and row whose pixels fail their checksum.
+        BadInputError: naming the first split and row whose pixels fail a checksum.
     """
-    from tqdm import tqdm
-
     path = Path(path)
     with open_h5(path) as h5:
-        datasets = {s: h5[s]["images"] for s in SPLITS if s in h5 and h5[s]["images"].shape[0]}
-        if not all(d.fletcher32 for d in datasets.values()):
-            return None
-        total = sum(d.shape[0] for d in datasets.values())
-        with tqdm(total=total, unit="img", desc="verify pixels", disable=None if progress else True, leave=False) as bar:
-            for split, dataset in datasets.items():
-                for start in range(0, dataset.shape[0], VERIFY_BLOCK):
-                    stop = min(dataset.shape[0], start + VERIFY_BLOCK)
-                    try:
-                        dataset[start:stop]
-                    except OSError as exc:  # name the first damaged row of the block
-                        read_images(h5, split, range(start, stop))
-                        raise pixel_read_error(path, split, start, exc) from exc
-                    bar.update(stop - start)
-    return total
+        return verify_file(h5, path, progress)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.atomic import check_output
 from common.errors import BadInputError
 from occsim.store import SplitManifest, StoreWriter, open_h5, read_images, read_store, verify_pixels
 
@@ -94,12 +95,13 @@ def carve_validation(src: Path, out: Path, fraction: float = 0.2, seed: int = 0,
         out: the validation file to write (atomically).
         fraction: share of the training identities held out for validation.
         seed: chooses the held-out identities.
-        force: overwrite an existing ``out``.
+        force: overwrite an existing ``out`` (never ``src``).
         option: the command-line option that set ``fraction``, named in errors.
 
     Returns:
         ``out``.
     """
+    check_output(out, (src,), force, "validation file")
     info = read_store(src)
     verify_pixels(src)  # a damaged source is refused before anything is written
     train = info.split("train")

@@ -22,7 +22,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from common.errors import BadInputError
+from occsim.schema import COLUMNS as STORED_COLUMNS
 from occsim.sources.base import DISTRACTOR_PID, JUNK_PID, SPLITS, ImageRecord, Source
 
 MANIFEST_NAME = "manifest.csv"
@@ -38,10 +41,17 @@ def manifest_path(root: Path) -> Path | None:
 
 
 def _int(value: str, column: str, where: str) -> int:
+    """``value`` as an integer that fits the stored dtype of ``column`` (pid int32, camid int16)."""
     try:
-        return int(value.strip())
+        number = int(value.strip())
     except ValueError:
         raise BadInputError(f"{where}: {column} {value!r} is not an integer; fix the manifest") from None
+    dtype = np.dtype(next(c.dtype for c in STORED_COLUMNS if c.name == column))
+    bounds = np.iinfo(dtype)
+    if not bounds.min <= number <= bounds.max:
+        raise BadInputError(f"{where}: {column} {number} does not fit the file's {dtype} {column} column "
+                            f"({bounds.min} to {bounds.max}); renumber it in the manifest")
+    return number
 
 
 def read_manifest(root: Path) -> Source:
