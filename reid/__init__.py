@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from common import __version__  # the project's one version
+
 __all__ = ["Embedder", "load_model", "__version__"]
 
 

@@ -41,6 +41,8 @@ QUERY_COLOUR: tuple[int, int, int] = (0, 0, 0)
 UNKNOWN_COLOUR: tuple[int, int, int] = (160, 160, 160)
 
 RANK_SHEET = "rank_sheet.png"
+#: What a run writes into its folder (glob pattern): per-query rows and :data:`RANK_SHEET`.
+RANK_OUTPUTS: tuple[str, ...] = ("rank_*.png",)
 
 
 def protocol_topk(
@@ -178,6 +180,7 @@ def write_rank_figures(
     batch_size: int = 64,
     scale: int = 2,
     normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    overwrite: bool = True,
 ) -> list[Path]:
     """Ranking figures for a few queries of one query set against the gallery.
 
@@ -197,6 +200,7 @@ def write_rank_figures(
         input_size: (H, W) the model expects.
         gallery: "clean" (default, the standard setting) or "all".
         normalization: (mean, std) the model was trained with; None = ImageNet's.
+        overwrite: replace existing PNGs of these names (else refused, :func:`common.atomic.commit_file`).
 
     Returns:
         paths of ``rank_q<row>_pid<pid>.png`` per query in the order drawn, then
@@ -254,8 +258,8 @@ def write_rank_figures(
                 query_label=[f"query ({kind})", f"pid {q_pid} cam {q_cam}"], gallery_labels=labels, scale=scale,
             )
             figures.append(figure)
-            paths.append(write_png(out_dir / f"rank_q{row}_pid{q_pid}.png", figure))
-    paths.append(write_png(out_dir / RANK_SHEET, vstack_rows(figures)))
+            paths.append(write_png(out_dir / f"rank_q{row}_pid{q_pid}.png", figure, overwrite=overwrite))
+    paths.append(write_png(out_dir / RANK_SHEET, vstack_rows(figures), overwrite=overwrite))
     return paths
 
 
@@ -273,6 +277,7 @@ def run_rank(
     gallery: str = "clean",
     device: str | None = "auto",
     batch_size: int = 64,
+    overwrite: bool = True,
 ) -> list[Path]:
     """``reid rank``: load ``checkpoint`` and call :func:`write_rank_figures` at the input size
     the checkpoint records. Returns the PNG paths (per query, then the sheet)."""
@@ -285,5 +290,5 @@ def run_rank(
     return write_rank_figures(
         model, data, out_dir, query=query, n_queries=n_queries, ids=ids, seed=seed, distance=distance,
         metric=metric, k=k, input_size=spec.input_size, gallery=gallery, device=dev,
-        batch_size=batch_size, normalization=(spec.mean, spec.std),
+        batch_size=batch_size, normalization=(spec.mean, spec.std), overwrite=overwrite,
     )

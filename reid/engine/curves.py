@@ -150,12 +150,14 @@ def learning_curve(records: Sequence[dict[str, Any]], query: str = "clean", metr
 
 
 def plot_learning_curves(runs: dict[str, Sequence[dict[str, Any]]], out_path: str | Path,
-                         queries: Sequence[str] = ("clean",), metric: str = "mAP", title: str = "") -> Path:
+                         queries: Sequence[str] = ("clean",), metric: str = "mAP", title: str = "",
+                         overwrite: bool = True) -> Path:
     """Validation ``metric`` against minutes of 2-core training, one line per run and query set.
 
     Args:
         runs: label -> the run's metrics.jsonl records.
         queries: query sets to draw (solid for the first, dashed for the others).
+        overwrite: replace an existing ``out_path`` (else refused, :func:`common.atomic.commit_file`).
     """
     import io
 
@@ -177,8 +179,14 @@ def plot_learning_curves(runs: dict[str, Sequence[dict[str, Any]]], out_path: st
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=110, format="png")
-    atomic_write_bytes(Path(out_path), buffer.getvalue(), "learning curve")
+    atomic_write_bytes(Path(out_path), buffer.getvalue(), "learning curve", overwrite=overwrite)
     return Path(out_path)
+
+
+def run_metrics_path(run: str | Path) -> Path:
+    """The metrics.jsonl of a run folder (a metrics.jsonl path is itself)."""
+    run = Path(run)
+    return run if run.suffix == ".jsonl" else run / "metrics.jsonl"
 
 
 def load_run_records(run: str | Path) -> list[dict[str, Any]]:
@@ -189,8 +197,7 @@ def load_run_records(run: str | Path) -> list[dict[str, Any]]:
     """
     from common.errors import BadInputError
 
-    run = Path(run)
-    path = run if run.suffix == ".jsonl" else run / "metrics.jsonl"
+    path = run_metrics_path(run)
     if not path.is_file():
         raise BadInputError(f"{path}: no such file; give a run folder written by `reid train`")
     records = read_metrics(path)

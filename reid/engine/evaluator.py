@@ -481,10 +481,10 @@ def run_eval(config: EvalConfig) -> EvalReport:
     files of the same source, splits that may differ (query identities seen in training).
     The report records both fingerprints and ``cross_dataset``.
     """
-    from reid.engine.runs import find_latest_checkpoint
+    from reid.engine.runs import resolve_checkpoint
     from reid.models.inference import load_inference_model
 
-    checkpoint_path = Path(config.checkpoint) if config.checkpoint is not None else find_latest_checkpoint()
+    checkpoint_path = resolve_checkpoint(config.checkpoint)
     store = read_store(config.data)
     # Validate the query selection before the (slow) model load, so typos fail fast.
     expand_queries(config.queries, store)

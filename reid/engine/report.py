@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
-from common.atomic import atomic_write_bytes, check_output_file
+from common.atomic import atomic_write_bytes, check_output
 from common.errors import BadInputError
 
 if TYPE_CHECKING:  # evaluator imports torch; presenting a report does not need it
@@ -60,16 +60,17 @@ def format_header(report: "EvalReport") -> str:
     return f"{source}{cross}gallery: {report.gallery}; distance: {distance}{extra}"
 
 
-def write_json(report: "EvalReport", path: str | os.PathLike) -> Path:
-    """Write ``report.to_json()`` to ``path`` (atomically). Returns the path."""
+def write_json(report: "EvalReport", path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write ``report.to_json()`` to ``path`` (atomically; without ``overwrite`` not over an
+    existing file). Returns the path."""
     path = Path(path)
     if path.is_dir():
         raise BadInputError(f"{path}: is a folder; give a file name such as {path / 'eval.json'} to --out")
-    atomic_write_bytes(path, (report.to_json() + "\n").encode(), "results")
+    atomic_write_bytes(path, (report.to_json() + "\n").encode(), "results", overwrite=overwrite)
     return path
 
 
-def plot_cmc(report: "EvalReport", png_path: str | os.PathLike) -> Path:
+def plot_cmc(report: "EvalReport", png_path: str | os.PathLike, overwrite: bool = True) -> Path:
     """CMC curves, one per query set, ranks 1..max_rank, saved as a PNG (matplotlib Agg)."""
     import io
 
@@ -94,7 +95,7 @@ def plot_cmc(report: "EvalReport", png_path: str | os.PathLike) -> Path:
         ax.legend(loc="lower right", fontsize=8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
-    atomic_write_bytes(png_path, buffer.getvalue(), "CMC plot")
+    atomic_write_bytes(png_path, buffer.getvalue(), "CMC plot", overwrite=overwrite)
     return png_path
 
 
@@ -104,15 +105,27 @@ def output_paths(json_path: str | os.PathLike) -> tuple[Path, Path]:
     return json_path, json_path.with_name(f"{json_path.stem}_cmc.png")
 
 
-def check_outputs(json_path: str | os.PathLike) -> tuple[Path, Path]:
+def check_outputs(json_path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                  force: bool = False) -> tuple[Path, Path]:
     """Refuse, before any work, outputs that could not be written (a folder of either name, a
-    folder that cannot be written); see :func:`common.atomic.check_output_file`."""
+    folder that cannot be written), that exist (without ``force``) or that are one of the
+    ``inputs`` (the data file, the checkpoint); see :func:`common.atomic.check_output`."""
     json_out, png_out = output_paths(json_path)
-    return check_output_file(json_out, "results"), check_output_file(png_out, "CMC plot")
+    inputs = tuple(inputs)
+    return check_output(json_out, inputs, force, "results"), check_output(png_out, inputs, force, "CMC plot")
 
 
-def write_outputs(report: "EvalReport", json_path: str | os.PathLike) -> tuple[Path, Path]:
+def write_outputs(report: "EvalReport", json_path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                  force: bool = False) -> tuple[Path, Path]:
     """Write the JSON at ``json_path`` and the CMC plot next to it (``<stem>_cmc.png``); both are
-    checked first, so that a failure leaves neither half of the report."""
-    json_path, png_path = check_outputs(json_path)
-    return write_json(report, json_path), plot_cmc(report, png_path)
+    checked first (:func:`check_outputs`), so that a failure leaves neither half of the report.
+    Without ``force`` neither is written over a file (another run's) that appeared meanwhile;
+    the JSON is removed again when the plot cannot be written."""
+    json_path, png_path = check_outputs(json_path, inputs, force)
+    written = write_json(report, json_path, overwrite=force)
+    try:
+        return written, plot_cmc(report, png_path, overwrite=force)
+    except BaseException:
+        if not force:  # the JSON is this run's own: keep nothing half-written
+            written.unlink(missing_ok=True)
+        raise

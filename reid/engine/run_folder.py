@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_write_bytes
+from common.atomic import atomic_write_bytes, check_not_input
 from common.errors import BadInputError
 from reid.engine.config import TrainConfig
 from reid.engine.curves import read_metrics
@@ -42,11 +42,16 @@ def prepare_run_dir(config: TrainConfig) -> None:
 
     Raises:
         BadInputError: ``out`` is a file; it holds a run and neither --resume nor --force was
-            given; --resume without a last.pt to resume from.
+            given; --resume without a last.pt to resume from; one of the run's files (which
+            --force removes and the run writes) is one of its inputs (--data, --pretrained,
+            --init-from), with or without --force.
     """
     run_dir = Path(config.out)
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInputError(f"{run_dir}: is a file, not a run folder; choose another --out")
+    inputs = (config.data, config.pretrained, config.init_from)
+    for name in RUN_FILES:
+        check_not_input(run_dir / name, inputs, "run's files", "--out")
     if config.resume:
         if not (run_dir / LAST_CHECKPOINT).is_file():
             raise BadInputError(

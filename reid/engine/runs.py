@@ -14,9 +14,12 @@ Both the trainer and the evaluator import these names, so the two cannot drift a
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from common.errors import BadInputError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RUNS_DIR = Path("runs")
 CONFIG_FILE = "config.json"
@@ -67,3 +70,30 @@ def find_latest_checkpoint(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     checkpoint = run_checkpoint(newest)
     assert checkpoint is not None
     return checkpoint
+
+
+def resolve_checkpoint(path: str | Path | None, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """The checkpoint file a ``--checkpoint`` value names, for every command that takes one.
+
+    * None: the newest run's under ``runs_dir`` (:func:`find_latest_checkpoint`);
+    * a run folder: its best.pt, else its last.pt (:func:`run_checkpoint`);
+    * anything else: itself (the loader says when it is missing or not a checkpoint).
+
+    When it chose (None or a folder), says in one log line which file it uses.
+
+    Raises:
+        BadInputError: no run under ``runs_dir``, or a folder without best.pt or last.pt.
+    """
+    if path is None:
+        chosen = find_latest_checkpoint(runs_dir)
+        logger.info("checkpoint: %s (the newest run under %s)", chosen, runs_dir)
+        return chosen
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    chosen = run_checkpoint(path)
+    if chosen is None:
+        raise BadInputError(f"{path}: a folder without {BEST_CHECKPOINT} or {LAST_CHECKPOINT}; give a run folder "
+                            f"that `reid train` wrote, or the checkpoint file itself")
+    logger.info("checkpoint: %s (%s of the run folder %s)", chosen, chosen.name, path)
+    return chosen

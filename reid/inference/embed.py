@@ -31,7 +31,7 @@ import torch
 import torch.utils.data
 from tqdm import tqdm
 
-from common.atomic import atomic_write_bytes, atomic_write_json
+from common.atomic import atomic_write_bytes, atomic_write_json, check_output
 from common.errors import BadInputError
 from common.workers import cap_workers
 from reid.inference.features_file import FeatureBlock, write_features
@@ -58,6 +58,7 @@ class EmbedConfig:
         local: also store the stripe features [N, H, C] (needed for ``--distance global+local``).
         skip_bad: list and skip unreadable images instead of stopping at the first.
         resume: continue an interrupted run from its spool folder.
+        force: replace an existing ``out`` (never ``src`` or ``checkpoint``).
         splits: the splits of an ``.h5`` source, in this order.
         chunk_rows: images per spool chunk (rounded up to whole batches): the most work a kill can lose.
     """
@@ -72,6 +73,7 @@ class EmbedConfig:
     local: bool = True
     skip_bad: bool = False
     resume: bool = False
+    force: bool = False
     splits: tuple[str, ...] = SPLITS
     chunk_rows: int = 4096
 
@@ -84,6 +86,7 @@ class EmbedConfig:
             raise BadInputError(f"chunk_rows {self.chunk_rows}: must be at least 1")
         if Path(self.out).is_dir():
             raise BadInputError(f"--out {self.out}: is a folder; give the name of the .h5 file to write")
+        check_output(self.out, (self.src, self.checkpoint), self.force, "features file")
 
     @property
     def batches_per_chunk(self) -> int:
@@ -123,13 +126,14 @@ class _Items(torch.utils.data.Dataset):
         self.listing = listing
         self.size = size
         self._h5: Any = None
+        self._splits: dict[str, Any] = {}  # split -> occsim.pixels.CheckedImages of this process's handle
         self._pid = -1
 
     def __len__(self) -> int:
         return len(self.listing)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_h5": None, "_pid": -1}
+        return {**self.__dict__, "_h5": None, "_splits": {}, "_pid": -1}
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         if self.listing.kind == "h5":
@@ -141,14 +145,17 @@ class _Items(torch.utils.data.Dataset):
         return i, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), ""
 
     def _h5_image(self, i: int) -> np.ndarray:
-        from occsim.store import open_h5, read_images
+        from occsim.store import CheckedImages, open_h5
         from reid.inference.images import fit_to_input
 
         if self._h5 is None or self._pid != os.getpid():
-            self._h5, self._pid = open_h5(self.listing.root), os.getpid()
+            self._h5, self._splits, self._pid = open_h5(self.listing.root), {}, os.getpid()
         split, row = self.listing.h5_rows[i]
-        # Stored images are enlarged to the input size bilinearly, exactly as `reid eval` does.
-        return fit_to_input(read_images(self._h5, split, [row])[0], self.size)
+        if split not in self._splits:  # its handles looked up once: a lookup costs more than a read
+            self._splits[split] = CheckedImages(self._h5, split)
+        # Stored images are enlarged to the input size bilinearly, exactly as `reid eval` does;
+        # each is checked against its checksums.
+        return fit_to_input(self._splits[split].read(row), self.size)
 
 
 def _collate(items: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
@@ -257,7 +264,8 @@ def run_embed(config: EmbedConfig, on_chunk: Callable[[int, int], None] | None =
             on disk (progress reporting; tests use it to kill the process at a known point).
 
     Raises:
-        BadInputError: a bad source, checkpoint or output; an unreadable image without
+        BadInputError: a bad source, checkpoint or output (one that exists, without ``force``;
+            one that is the source or the checkpoint); an unreadable image without
             ``skip_bad`` (nothing is written then, the finished chunks stay for ``--resume``);
             a spool folder left by another run.
     """
@@ -299,7 +307,7 @@ def run_embed(config: EmbedConfig, on_chunk: Callable[[int, int], None] | None =
     rows = [_read_chunk(p, ("index", "bad_index", "bad_reason")) for p in chunks]
     counts = [len(chunk["index"]) for chunk in rows]
     skipped = [(listing.names[int(i)], str(r)) for chunk in rows for i, r in _bad_of(chunk)]
-    write_features(out, attrs, _blocks(chunks, listing, config.local), sum(counts), skipped)
+    write_features(out, attrs, _blocks(chunks, listing, config.local), sum(counts), skipped, overwrite=config.force)
     shutil.rmtree(spool, ignore_errors=True)
     for path, reason in skipped:
         logger.warning("skipped %s: %s", listing.root / path if listing.kind != "h5" else path, reason)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.atomic import atomic_path, check_output_file
+from common.atomic import atomic_path, check_output
 from common.errors import BadInputError
 from reid.models.inference import InferenceSpec, file_fingerprint, load_inference_model
 
@@ -35,6 +35,8 @@ FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 OUTPUT_NAMES: tuple[str, ...] = ("global", "local", "occlusion")
 INPUT_NAME = "images"
 INSTALL_HINT = "pip install -e '.[export]' (or: pip install onnx onnxruntime)"
+#: The lowest ONNX opset exported (``reid export --opset``'s bound): the model's ops need it.
+MIN_OPSET = 13
 #: Batch sizes of the traced example and of the parity check (different on purpose).
 TRACE_BATCH = 2
 PARITY_BATCH = 3
@@ -80,13 +82,15 @@ class ExportHead(nn.Module):
 @dataclass(frozen=True)
 class ExportConfig:
     """Options of ``reid export``: ``format`` "onnx" or "torchscript", ``opset`` for ONNX,
-    ``tolerance`` the largest difference to PyTorch accepted (see :func:`parity`)."""
+    ``tolerance`` the largest difference to PyTorch accepted (see :func:`parity`), ``force``
+    to replace an existing ``out`` (never the checkpoint)."""
 
     checkpoint: Path
     out: Path
     format: str = "onnx"
     opset: int = 17
     tolerance: float = 1e-4
+    force: bool = False
 
 
 @dataclass
@@ -130,6 +134,29 @@ def require_onnx() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
+def highest_opset() -> int | None:
+    """The highest ONNX opset this PyTorch's exporter writes (None when it does not say)."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:
+        return None
+    value = getattr(_constants, "ONNX_MAX_OPSET", None)
+    return int(value) if value is not None else None
+
+
+def check_opset(opset: int) -> None:
+    """Refuse, before any work, an ONNX opset this PyTorch cannot export.
+
+    Raises:
+        BadInputError: naming ``--opset``, the range and the default.
+    """
+    highest = highest_opset()
+    if opset < MIN_OPSET or (highest is not None and opset > highest):
+        bounds = f"{MIN_OPSET} to {highest}" if highest is not None else f"{MIN_OPSET} or more"
+        raise BadInputError(f"--opset {opset}: PyTorch {torch.__version__} exports opsets {bounds}; "
+                            f"choose one of them (default {ExportConfig.opset})")
+
+
 def example_batch(spec: InferenceSpec, batch: int, seed: int = 0) -> torch.Tensor:
     """Random uint8 images normalised as the model expects: float32 [batch, 3, H, W]."""
     from reid.data.transforms import normalize_batch
@@ -144,22 +171,25 @@ def run_export(config: ExportConfig) -> ExportReport:
 
     Raises:
         BadInputError: unknown format, missing onnx/onnxruntime (names the install command),
-            a bad checkpoint, an unwritable output, or outputs differing from PyTorch by more
-            than ``tolerance`` (the file is removed).
+            an opset this PyTorch or onnxruntime cannot handle, a bad checkpoint, an unwritable
+            or existing output (without ``force``) or the checkpoint as output, or outputs
+            differing from PyTorch by more than ``tolerance`` (the file is removed).
     """
     if config.format not in FORMATS:
         raise BadInputError(f"--format {config.format!r}: use {' or '.join(FORMATS)}")
     if config.format == "onnx":
         require_onnx()
+        check_opset(config.opset)
     out = Path(config.out)
-    check_output_file(out, "exported model")  # before the model is loaded and traced
+    check_output(out, (config.checkpoint,), config.force, "exported model")  # before the model is loaded and traced
     model, spec = load_inference_model(config.checkpoint, device="cpu")
     head = ExportHead(model, spec.input_size).eval()
     metadata = export_metadata(spec, file_fingerprint(config.checkpoint))
-    with atomic_path(out, "exported model") as tmp:  # renamed onto ``out`` only when parity holds
+    # Moved onto ``out`` only when parity holds (and, without ``force``, only if no file appeared there).
+    with atomic_path(out, "exported model", overwrite=config.force) as tmp:
         if config.format == "onnx":
             _write_onnx(head, spec, metadata, tmp, config.opset)
-            exported = _onnx_runner(tmp)
+            exported = _onnx_runner(tmp, config.opset)
         else:
             _write_torchscript(head, spec, metadata, tmp)
             exported = _torchscript_runner(tmp)
@@ -198,10 +228,14 @@ def _write_onnx(head: nn.Module, spec: InferenceSpec, metadata: dict[str, str], 
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
-        torch.onnx.export(
-            head, (example_batch(spec, TRACE_BATCH),), str(path), dynamo=False, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
-        )
+        try:
+            torch.onnx.export(
+                head, (example_batch(spec, TRACE_BATCH),), str(path), dynamo=False, input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
+            )
+        except RuntimeError as exc:  # "Unsupported onnx_opset_version: N", an op without a symbolic at N
+            raise BadInputError(f"--opset {opset}: PyTorch {torch.__version__} cannot export this model at it "
+                                f"({_first_line(exc)}); try another --opset (default {ExportConfig.opset})") from exc
     proto = onnx.load(str(path))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -210,11 +244,20 @@ def _write_onnx(head: nn.Module, spec: InferenceSpec, metadata: dict[str, str], 
     onnx.save(proto, str(path))
 
 
-def _onnx_runner(path: Path) -> Any:
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _onnx_runner(path: Path, opset: int) -> Any:
     _, ort = require_onnx()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except RuntimeError as exc:  # onnxruntime's Fail / InvalidGraph: an opset newer than it knows
+        raise BadInputError(f"--opset {opset}: onnxruntime {ort.__version__} cannot load the exported model "
+                            f"({_first_line(exc)}); try a lower --opset (default {ExportConfig.opset})") from exc
     return lambda images: session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
 
 

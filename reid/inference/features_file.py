@@ -55,17 +55,18 @@ class FeatureBlock:
 
 
 def write_features(path: str | Path, attrs: dict[str, Any], blocks: Iterable[FeatureBlock], num_rows: int,
-                   skipped: list[tuple[str, str]] = ()) -> Path:  # type: ignore[assignment]
+                   skipped: list[tuple[str, str]] = (), overwrite: bool = True) -> Path:  # type: ignore[assignment]
     """Stream ``blocks`` (``num_rows`` rows in all) into a new features file, atomically.
 
-    The file is written under a temporary name in the same folder and renamed when complete.
+    The file is written under a temporary name in the same folder and renamed when complete;
+    without ``overwrite`` not over a file that exists by then (:func:`common.atomic.commit_file`).
     """
     path = Path(path)
     blocks = iter(blocks)
     first = next(blocks, None)
     if first is None or num_rows < 1:
         raise BadInputError(f"{path}: no image could be embedded; nothing written")
-    with atomic_path(path, "features") as tmp:
+    with atomic_path(path, "features", overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as h5:
             for key, value in attrs.items():
                 h5.attrs[key] = value
@@ -119,7 +120,8 @@ class FeaturesFile:
     ``occlusion`` [N] are loaded on open.
 
     Raises:
-        BadInputError: missing, unreadable, not a features file, or another format_version.
+        BadInputError: missing, unreadable, not a features file, another format_version, or
+            text (an attribute, a path) that is not UTF-8.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -132,6 +134,10 @@ class FeaturesFile:
             raise BadInputError(f"{self.path}: not a readable HDF5 file; make it again with `reid embed`") from exc
         try:
             self._validate()
+        except UnicodeDecodeError as exc:  # an attribute or path written by something else than `reid embed`
+            self.h5.close()
+            raise BadInputError(f"{self.path}: holds text that is not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                "the file is damaged or not written by `reid embed`, embed again") from exc
         except BaseException:
             self.h5.close()
             raise

@@ -36,6 +36,8 @@ DISTANCES: tuple[str, ...] = SEARCH_DISTANCES
 METRICS: tuple[str, ...] = METRIC_CHOICES
 RESULTS_JSON = "search.json"
 SEARCH_SHEET = "search_sheet.png"
+#: What a run writes into its folder (glob patterns): the overwrite policy checks these names.
+SEARCH_OUTPUTS: tuple[str, ...] = (RESULTS_JSON, "query_*.png", SEARCH_SHEET)
 #: Elements of one distance block or one gallery block (2**25 float32 = 128 MiB).
 BLOCK_ELEMENTS = 1 << 25
 #: Size (H, W) of every tile of the figures, before ``scale``.
@@ -328,7 +330,8 @@ def _short(name: str, width: int = 18) -> str:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Options of ``reid search`` (see the command's help)."""
+    """Options of ``reid search`` (see the command's help); ``force`` replaces the files of an
+    earlier run in ``out`` (:data:`SEARCH_OUTPUTS`), never an input."""
 
     gallery: Path
     query: Path
@@ -341,6 +344,7 @@ class SearchConfig:
     batch_size: int = 64
     figures: int = 20
     block_rows: int | None = None
+    force: bool = False
 
 
 @dataclass
@@ -356,14 +360,17 @@ def run_search(config: SearchConfig) -> SearchReport:
 
     Raises:
         BadInputError: bad options, files or images (see :func:`load_queries`), an output
-            folder that cannot be written (checked before any computation).
+            folder that cannot be written or holds an earlier run's results (without
+            ``force``), checked before any computation.
     """
     from common.sheets import vstack_rows, write_png
 
     if config.distance not in DISTANCES:
         raise BadInputError(f"--distance {config.distance!r}: use {' or '.join(DISTANCES)}")
     out = Path(config.out)
-    check_output_folder(out, "search results")
+    overwrite = config.force
+    check_output_folder(out, "search results", outputs=SEARCH_OUTPUTS, force=overwrite,
+                        inputs=(config.gallery, config.query, config.checkpoint))
     need_local = config.distance == "global+local"
     with FeaturesFile(config.gallery) as gallery:
         if need_local and not gallery.has_local:
@@ -389,19 +396,20 @@ def run_search(config: SearchConfig) -> SearchReport:
                 for i, name in enumerate(queries.names)
             ],
         }
-        json_path = atomic_write_json(out / RESULTS_JSON, payload, what="search results", allow_nan=False)
+        json_path = atomic_write_json(out / RESULTS_JSON, payload, what="search results", overwrite=overwrite,
+                                      allow_nan=False)
         figures: list[Path] = []
         rows = []
         read_query, read_gallery = _ImageReader(queries.root, queries.kind), _ImageReader(Path(gallery.source), gallery.source_kind)
         try:
             for i in range(min(config.figures, len(queries.names))):
                 rows.append(search_figure(queries, i, gallery, result, read_query, read_gallery))
-                figures.append(write_png(out / f"query_{i:04d}.png", rows[-1]))
+                figures.append(write_png(out / f"query_{i:04d}.png", rows[-1], overwrite=overwrite))
         finally:
             read_query.close()
             read_gallery.close()
         if rows:
-            figures.append(write_png(out / SEARCH_SHEET, vstack_rows(rows)))
+            figures.append(write_png(out / SEARCH_SHEET, vstack_rows(rows), overwrite=overwrite))
     return SearchReport(json_path=json_path, figures=figures, num_queries=len(queries.names))
 
 

@@ -54,18 +54,21 @@ def identity_figure(result: SaliencyResult, index: int, scale: int = 3) -> np.nd
     return hstack_tiles(tiles)
 
 
-def write_saliency_figures(result: SaliencyResult, out_dir: str | Path, scale: int = 3) -> list[Path]:
+def write_saliency_figures(result: SaliencyResult, out_dir: str | Path, scale: int = 3,
+                           overwrite: bool = True) -> list[Path]:
     """One PNG per identity (``saliency_pid<pid>_q<row>.png``) and the contact sheet
-    (:data:`CONTACT_SHEET`, rows = identities). Returns the paths, contact sheet last."""
+    (:data:`CONTACT_SHEET`, rows = identities); without ``overwrite`` none over an existing
+    file. Returns the paths, contact sheet last."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     figures: list[np.ndarray] = []
     for i in range(len(result.rows)):
         figure = identity_figure(result, i, scale)
         figures.append(figure)
-        paths.append(write_png(out_dir / f"saliency_pid{int(result.pids[i]):04d}_q{int(result.rows[i])}.png", figure))
+        name = f"saliency_pid{int(result.pids[i]):04d}_q{int(result.rows[i])}.png"
+        paths.append(write_png(out_dir / name, figure, overwrite=overwrite))
     if figures:
         title = labelled(np.zeros((0, max(f.shape[1] for f in figures), 3), dtype=np.uint8),
                          [f"Grad-CAM, target: {result.target}; box = occluder"], line_height=22)
-        paths.append(write_png(out_dir / CONTACT_SHEET, vstack_rows([title, *figures])))
+        paths.append(write_png(out_dir / CONTACT_SHEET, vstack_rows([title, *figures]), overwrite=overwrite))
     return paths

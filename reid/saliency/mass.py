@@ -193,8 +193,9 @@ def format_box_mass_table(summary: dict[str, Any]) -> str:
     return "\n".join([fmt_row(header), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in lines_])
 
 
-def write_box_mass_json(summary: dict[str, Any], path: str | Path) -> Path:
-    """Write the summary atomically (temporary file, rename)."""
+def write_box_mass_json(summary: dict[str, Any], path: str | Path, overwrite: bool = True) -> Path:
+    """Write the summary atomically (temporary file, rename; without ``overwrite`` not over an
+    existing file)."""
     path = Path(path)
-    atomic_write_json(path, summary, "box-mass summary", allow_nan=False)
+    atomic_write_json(path, summary, "box-mass summary", overwrite=overwrite, allow_nan=False)
     return path

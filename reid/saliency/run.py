@@ -31,6 +31,9 @@ from reid.saliency.mass import (
 
 logger = logging.getLogger(__name__)
 
+#: What a run writes into its folder (glob patterns): per-identity PNGs, the contact sheet, the JSON.
+SALIENCY_OUTPUTS: tuple[str, ...] = ("saliency_*.png", BOX_MASS_JSON)
+
 
 # ------------------------------------------------------------------- queries -> saliency
 
@@ -192,12 +195,14 @@ def run_saliency(
     device: str | torch.device | None = "auto",
     batch_size: int = 16,
     scale: int = 3,
+    overwrite: bool = True,
 ) -> SaliencyReport:
     """``reid saliency``: load each checkpoint, compute Grad-CAM on the chosen occluded queries,
     write the Figure-2 PNGs, the contact sheet and :data:`BOX_MASS_JSON` into ``out_dir``.
 
     Each model runs at the input size and with the mean/std its checkpoint records
-    (:func:`reid.models.inference.load_inference_model`).
+    (:func:`reid.models.inference.load_inference_model`). Without ``overwrite`` no file of an
+    earlier run (:data:`SALIENCY_OUTPUTS`) is replaced.
 
     Raises:
         BadInputError: a missing or foreign file, unknown --type / --target, ids without an
@@ -226,7 +231,7 @@ def run_saliency(
             logger.warning("%s was trained on data with another fingerprint than %s: the splits may differ", path, data)
         models.append((label, model, spec.input_size, (spec.mean, spec.std)))
     result = saliency_for_queries(models, data, rows, target=target, device=dev, batch_size=batch_size)
-    figures = write_saliency_figures(result, out_dir, scale=scale)
+    figures = write_saliency_figures(result, out_dir, scale=scale, overwrite=overwrite)
     summary = box_mass_summary(
         result,
         extra={
@@ -236,5 +241,5 @@ def run_saliency(
             "input_size": {label: list(size) for label, _, size, _ in models},
         },
     )
-    json_path = write_box_mass_json(summary, out_dir / BOX_MASS_JSON)
+    json_path = write_box_mass_json(summary, out_dir / BOX_MASS_JSON, overwrite=overwrite)
     return SaliencyReport(summary=summary, figures=figures, json_path=json_path, result=result)
