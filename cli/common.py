@@ -1,4 +1,5 @@
-"""What every command shares: logging set-up and the bad-input policy (one line, exit 2)."""
+"""What every command shares: logging set-up, the bad-input policy (one line, exit 2), the
+``--force`` option and the ``python -m cli.reid_*`` entry."""
 
 from __future__ import annotations
 
@@ -69,8 +70,29 @@ def run_with_one_line_errors(invoke: Callable[[], Any], prog_name: str) -> NoRet
     sys.exit(result if isinstance(result, int) else 0)
 
 
-class OneLineErrorsGroup(click.Group):
-    """A Click group whose errors end as :func:`run_with_one_line_errors` says."""
+class _NamedUsageErrors:
+    """Gives Click's parser errors the context they are raised without (``Option '--src'
+    requires an argument`` comes with none), so that the one-line error names the real
+    command (``reid embed``) instead of falling back to the group's function name."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)  # type: ignore[misc]
+        except click.UsageError as exc:
+            if exc.ctx is None:
+                exc.ctx = ctx
+            raise
+
+
+class OneLineCommand(_NamedUsageErrors, click.Command):
+    """A command whose usage errors name it (``cls=`` of ``click.command``)."""
+
+
+class OneLineErrorsGroup(_NamedUsageErrors, click.Group):
+    """A Click group whose errors end as :func:`run_with_one_line_errors` says; its
+    subcommands made with ``@group.command()`` are :class:`OneLineCommand`."""
+
+    command_class = OneLineCommand
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -99,3 +121,24 @@ def handle_interrupt(func: F) -> F:
             sys.exit(128 + signum)
 
     return wrapper  # type: ignore[return-value]
+
+
+def force_option(func: F) -> F:
+    """``--force``: overwrite existing outputs (never the command's own inputs)."""
+    return click.option("--force", is_flag=True,
+                        help="Overwrite existing outputs (never one of the command's own inputs).")(func)
+
+
+def version_option(func: F) -> F:
+    """``--version``: the project's one version string (:data:`common.__version__`)."""
+    from common import __version__
+
+    return click.version_option(__version__, "--version", message="%(prog)s %(version)s")(func)
+
+
+def run_module(command: click.Command, module: str) -> NoReturn:
+    """``python -m <module>``: run ``command`` alone, with the one-line usage errors and exit
+    statuses of the ``reid`` group and its own name (``python -m cli.reid_eval``) in them."""
+    setup_logging(False)
+    prog = f"python -m {module}"
+    run_with_one_line_errors(lambda: command.main(prog_name=prog, standalone_mode=False), prog)

@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from cli.common import OneLineErrorsGroup, handle_bad_input, handle_interrupt, setup_logging
+from cli.common import (
+    OneLineErrorsGroup,
+    force_option,
+    handle_bad_input,
+    handle_interrupt,
+    setup_logging,
+    version_option,
+)
 from cli.options import config_options, values_from_cli
 from occsim.generate_config import GenerateConfig
 from occsim.occluders import OccluderParams
@@ -18,6 +25,7 @@ from occsim.occluders import OccluderParams
 
 @click.group(cls=OneLineErrorsGroup)
 @click.option("--verbose", is_flag=True, help="Debug logging.")
+@version_option
 def main(verbose: bool) -> None:
     """Materialise an Occluded Market-1501 (frozen splits + occlusion manifest) as HDF5."""
     setup_logging(verbose)
@@ -86,12 +94,13 @@ def info(file: Path) -> None:
               help="PNG to write.")
 @click.option("--n", "n", type=int, default=16, show_default=True, help="Clean / occluded pairs to show.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which rows are picked.")
+@force_option
 @handle_bad_input
-def preview(file: Path, out: Path, n: int, seed: int) -> None:
+def preview(file: Path, out: Path, n: int, seed: int, force: bool) -> None:
     """Write a PNG grid of clean / occluded pairs of FILE with the boxes drawn."""
     from occsim.preview import write_preview
 
-    click.echo(f"wrote {write_preview(file, out, n=n, seed=seed)}")
+    click.echo(f"wrote {write_preview(file, out, n=n, seed=seed, force=force)}")
 
 
 @main.command("split-val")

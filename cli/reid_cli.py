@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from cli.common import OneLineErrorsGroup, setup_logging
+from cli.common import OneLineErrorsGroup, setup_logging, version_option
 
 # name -> "module:attribute" of the Click command
 COMMANDS: dict[str, str] = {
@@ -58,6 +58,7 @@ class LazyGroup(OneLineErrorsGroup):
 
 @click.group(cls=LazyGroup)
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@version_option
 def main(verbose: bool) -> None:
     """Person re-identification under occlusion: AlignedReID + OBC."""
     setup_logging(verbose)

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input, split_commas
+from cli.common import OneLineCommand, force_option, handle_bad_input, run_module, split_commas
 from reid.options import DEVICES
 
 
-@click.command("embed")
+@click.command("embed", cls=OneLineCommand)
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint to embed with. Default: best.pt (else last.pt) of the newest run under runs/.")
+              help="Checkpoint to embed with, or a run folder (its best.pt, else last.pt). "
+                   "Default: best.pt (else last.pt) of the newest run under runs/.")
 @click.option("--src", type=click.Path(path_type=Path), required=True,
               help="A folder of crops (walked recursively; any format OpenCV reads), a .txt list (one path a line, "
                    "relative to the list), one image, or an occluded-reid .h5 file.")
@@ -28,22 +29,26 @@ from reid.options import DEVICES
               help="Processes decoding images (0: in the main process).")
 @click.option("--skip-bad", is_flag=True, help="List and skip unreadable images instead of stopping at the first.")
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted run: the images already embedded are kept, the rest computed.")
+              help="Continue an interrupted run: the images already embedded are kept, the rest computed. "
+                   "An existing --out still needs --force (the run writes it anew).")
+@force_option
 @handle_bad_input
 def embed_command(checkpoint: Path | None, src: Path, out: Path, splits: str, flip: bool, local: bool, device: str,
-                  batch_size: int, workers: int, skip_bad: bool, resume: bool) -> None:
+                  batch_size: int, workers: int, skip_bad: bool, resume: bool, force: bool) -> None:
     """Embed images with a trained model: global [N, D], stripe [N, H, C] features and the
     predicted occlusion probability [N], with each image's relative path. Same input, same bytes."""
-    from reid.engine.runs import find_latest_checkpoint
+    from reid.engine.runs import resolve_checkpoint
     from reid.inference.embed import EmbedConfig, run_embed
 
-    if checkpoint is None:
-        checkpoint = find_latest_checkpoint()
-        click.echo(f"checkpoint: {checkpoint}", err=True)
     report = run_embed(EmbedConfig(
-        checkpoint=checkpoint, src=src, out=out, batch_size=batch_size, workers=workers, device=device, flip=flip,
-        local=local, skip_bad=skip_bad, resume=resume, splits=split_commas(splits),
+        checkpoint=resolve_checkpoint(checkpoint), src=src, out=out, batch_size=batch_size, workers=workers,
+        device=device, flip=flip, local=local, skip_bad=skip_bad, resume=resume, force=force,
+        splits=split_commas(splits),
     ))
     skipped = f", {len(report.skipped)} unreadable skipped" if report.skipped else ""
     resumed = f", {report.resumed_rows} kept from the interrupted run" if report.resumed_rows else ""
     click.echo(f"{report.out}: {report.rows} images{skipped}{resumed} ({report.images_per_second:.1f} images/s)")
+
+
+if __name__ == "__main__":
+    run_module(embed_command, "cli.reid_embed")

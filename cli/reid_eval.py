@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input, split_commas
+from cli.common import OneLineCommand, force_option, handle_bad_input, run_module, split_commas
 from common.errors import BadInputError
 from reid.options import DEVICES, DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES
 
@@ -16,11 +16,12 @@ def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:
     return split_commas(*values) or ("all",)
 
 
-@click.command("eval")
+@click.command("eval", cls=OneLineCommand)
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
               help="The occluded-reid HDF5 file made by `occsim generate`.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint to evaluate. Default: best.pt (else last.pt) of the newest run under runs/.")
+              help="Checkpoint to evaluate, or a run folder (its best.pt, else last.pt). "
+                   "Default: best.pt (else last.pt) of the newest run under runs/.")
 @click.option("--query", "queries", multiple=True, metavar="SET",
               help="Query set: clean, occluded (one row per occluder type in the file), occluded:TYPE "
                    "(e.g. occluded:mean) or all (clean + every occluded type). Repeatable or comma-separated. "
@@ -53,6 +54,7 @@ def _split_queries(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Results JSON; the CMC plot goes next to it as <name>_cmc.png. "
                    "Default: eval.json in the checkpoint's run folder.")
+@force_option
 @handle_bad_input
 def eval_command(
     data: Path,
@@ -70,6 +72,7 @@ def eval_command(
     max_rank: int,
     workers: int,
     out: Path | None,
+    force: bool,
 ) -> None:
     """Evaluate a checkpoint: clean and occluded queries against the gallery (Market-1501 protocol).
 
@@ -77,10 +80,9 @@ def eval_command(
     """
     from reid.engine.evaluator import EvalConfig, run_eval
     from reid.engine.report import check_outputs, format_header, format_table, write_outputs
-    from reid.engine.runs import EVAL_JSON, find_latest_checkpoint
+    from reid.engine.runs import EVAL_JSON, resolve_checkpoint
 
-    if checkpoint is None:
-        checkpoint = find_latest_checkpoint()  # the header printed below names it
+    checkpoint = resolve_checkpoint(checkpoint)  # the header printed below names it
     if shortlist is not None and distance != "global+local":
         raise BadInputError("--shortlist: only applies to --distance global+local; drop it or change --distance")
     config = EvalConfig(
@@ -99,9 +101,14 @@ def eval_command(
         workers=workers,
         visibility=visibility,
     )
-    json_out, _ = check_outputs(out if out is not None else checkpoint.parent / EVAL_JSON)  # before the features
+    inputs = (data, checkpoint)  # never written over, even with --force
+    json_out, _ = check_outputs(out if out is not None else checkpoint.parent / EVAL_JSON, inputs, force)  # before work
     report = run_eval(config)
-    json_path, png_path = write_outputs(report, json_out)
+    json_path, png_path = write_outputs(report, json_out, inputs, force)
     click.echo(format_header(report))
     click.echo(format_table(report))
     click.echo(f"wrote {json_path} and {png_path}", err=True)
+
+
+if __name__ == "__main__":
+    run_module(eval_command, "cli.reid_eval")

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input
+from cli.common import OneLineCommand, force_option, handle_bad_input, run_module
 from cli.reid_saliency import parse_ids
 from reid.options import DEVICES, DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES
 
 
-@click.command("rank")
+@click.command("rank", cls=OneLineCommand)
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
               help="The occluded-reid HDF5 file made by `occsim generate`.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint to rank with. Default: best.pt (else last.pt) of the newest run under runs/.")
+              help="Checkpoint to rank with, or a run folder (its best.pt, else last.pt). "
+                   "Default: best.pt (else last.pt) of the newest run under runs/.")
 @click.option("--query", default="clean", show_default=True, metavar="SET",
               help="Query set: clean or occluded:TYPE (e.g. occluded:mean); occluded or all take their union.")
 @click.option("--ids", default=None, metavar="PID,PID",
@@ -31,6 +32,7 @@ from reid.options import DEVICES, DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOI
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/rank"), show_default=True,
               help="Folder for the PNGs (one per query, plus rank_sheet.png).")
+@force_option
 @handle_bad_input
 def rank_command(
     data: Path,
@@ -46,20 +48,24 @@ def rank_command(
     device: str,
     batch_size: int,
     out: Path,
+    force: bool,
 ) -> None:
     """Query and its top-k gallery images after the protocol's removals (same identity and
     camera, junk): green border = match, red = miss. The ranking is the one the CMC sees."""
-    from reid.engine.runs import find_latest_checkpoint
     from common.atomic import check_output_folder
-    from reid.rank import run_rank
+    from reid.engine.runs import resolve_checkpoint
+    from reid.rank import RANK_OUTPUTS, run_rank
 
-    if checkpoint is None:
-        checkpoint = find_latest_checkpoint()
-        click.echo(f"checkpoint: {checkpoint}", err=True)
-    check_output_folder(out, "rank figures")  # before the features are computed
+    checkpoint = resolve_checkpoint(checkpoint)
+    # Before the features are computed: an earlier run's figures need --force, the inputs are never written.
+    check_output_folder(out, "rank figures", outputs=RANK_OUTPUTS, inputs=(data, checkpoint), force=force)
     paths = run_rank(
         checkpoint, data, out, query=query, n_queries=n, ids=parse_ids(ids), seed=seed, distance=distance,
-        metric=metric, k=k, gallery=gallery, device=device, batch_size=batch_size,
+        metric=metric, k=k, gallery=gallery, device=device, batch_size=batch_size, overwrite=force,
     )
     for path in paths:
         click.echo(str(path))
+
+
+if __name__ == "__main__":
+    run_module(rank_command, "cli.reid_rank")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_bad_input, parse_numbers
+from cli.common import OneLineCommand, force_option, handle_bad_input, parse_numbers, run_module
 from common.errors import BadInputError
 from reid.options import DEVICES
 
@@ -21,11 +21,12 @@ def parse_ids(value: str | None) -> list[int] | None:
     return ids
 
 
-@click.command("saliency")
+@click.command("saliency", cls=OneLineCommand)
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
               help="The occluded-reid HDF5 file made by `occsim generate`.")
 @click.option("--checkpoint", "checkpoints", type=click.Path(path_type=Path), multiple=True,
-              help="A checkpoint to explain; repeat for several models (e.g. the baseline, then the OBC model). "
+              help="A checkpoint (or run folder: its best.pt, else last.pt) to explain; repeat for several models "
+                   "(e.g. the baseline, then the OBC model). "
                    "Default: the newest run under runs/.")
 @click.option("--name", "names", multiple=True, help="Label per --checkpoint, in the same order. Default: run folder names.")
 @click.option("--ids", default=None, metavar="PID,PID",
@@ -42,6 +43,7 @@ def parse_ids(value: str | None) -> list[int] | None:
 @click.option("--scale", type=click.IntRange(min=1, max=8), default=3, show_default=True, help="Image upscaling in the figures.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/saliency"), show_default=True,
               help="Folder for the per-identity PNGs, the contact sheet and box_mass.json.")
+@force_option
 @handle_bad_input
 def saliency_command(
     data: Path,
@@ -56,23 +58,27 @@ def saliency_command(
     batch_size: int,
     scale: int,
     out: Path,
+    force: bool,
 ) -> None:
     """Grad-CAM (Figure 2 of the paper): clean image, occluded copy, and each model's saliency on
     the occluded copy, with the occlusion box; prints the share of saliency inside the box."""
-    from reid.engine.runs import find_latest_checkpoint
     from common.atomic import check_output_folder
+    from reid.engine.runs import resolve_checkpoint
     from reid.saliency import format_box_mass_table, run_saliency
+    from reid.saliency.run import SALIENCY_OUTPUTS
 
-    paths = list(checkpoints)
-    if not paths:
-        paths = [find_latest_checkpoint()]
-        click.echo(f"checkpoint: {paths[0]}", err=True)
-    check_output_folder(out, "saliency figures")  # before the features are computed
+    paths = [resolve_checkpoint(path) for path in checkpoints] or [resolve_checkpoint(None)]
+    # Before the features are computed: an earlier run's figures need --force, the inputs are never written.
+    check_output_folder(out, "saliency figures", outputs=SALIENCY_OUTPUTS, inputs=(data, *paths), force=force)
     report = run_saliency(
         data, paths, out, names=names or None, ids=parse_ids(ids), n=n, seed=seed, occ_type=occ_type,
-        target=target, device=device, batch_size=batch_size, scale=scale,
+        target=target, device=device, batch_size=batch_size, scale=scale, overwrite=force,
     )
     num = report.summary["num_queries"]
     click.echo(f"share of Grad-CAM mass inside the occlusion box ({num} occluded:{occ_type} queries, target {target}):")
     click.echo(format_box_mass_table(report.summary))
     click.echo(f"wrote {len(report.figures) - 1} identity figures, {report.figures[-1]} and {report.json_path}", err=True)
+
+
+if __name__ == "__main__":
+    run_module(saliency_command, "cli.reid_saliency")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cli.common import handle_bad_input
+from cli.common import OneLineCommand, handle_bad_input, run_module
 from cli.options import config_options, values_from_cli
 from cli.train_options import pop_training_kwargs, shared_training_options
 from reid.engine.config import TrainConfig
@@ -17,7 +17,7 @@ from reid.study_config import GRIDS, StudyConfig
 STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "flip")
 
 
-@click.command("study")
+@click.command("study", cls=OneLineCommand)
 @click.argument("grid", type=click.Choice(GRIDS))
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
               help="The occluded-reid HDF5 file made by `occsim generate`.")
@@ -58,3 +58,7 @@ def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_da
     report = run_study(config)
     click.echo(report.tables)
     click.echo(f"\n{report.trained} cell run(s) trained, {report.reused} reused; report: {report.report_md}")
+
+
+if __name__ == "__main__":
+    run_module(study_command, "cli.reid_study")

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.common import handle_bad_input, run_with_one_line_errors, setup_logging
+from cli.common import OneLineCommand, handle_bad_input, run_with_one_line_errors, setup_logging
 from cli.options import config_options
 from cli.train_options import PER_RUN_NAMES, SHARED_NAMES, pop_training_kwargs, shared_training_options
 from common.errors import BadInputError
@@ -30,7 +30,7 @@ def _default_name(arch: str, alpha: float, train_on: str) -> str:
     return f"{arch}-a{alpha:g}-{train_on}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-@click.command("train")
+@click.command("train", cls=OneLineCommand)
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
               help="The occluded-reid HDF5 file made by `occsim generate`.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
