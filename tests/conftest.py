@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: a tiny, valid occluded-reid HDF5 file written with StoreWriter."""
+"""Shared pytest fixtures and helpers: a tiny, valid occluded-reid HDF5 file written with
+StoreWriter, a fresh checkpoint for it, and the check of a one-line ``error:`` exit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ import pytest
 
 from occsim.schema import NO_BOX, occ_type_code
 from occsim.store import SplitManifest, StoreWriter
+
+def one_error_line(result: Any, *needles: str, exit_code: int = 2) -> str:
+    """The whole stderr of a refused command (a Click ``Result``): exit status ``exit_code`` and
+    exactly one line, ``error: ...``, that contains every needle. Returns the line."""
+    assert result.exit_code == exit_code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
 
 TINY_SIZE: tuple[int, int] = (32, 16)  # (H, W)
 TINY_TRAIN_PIDS: tuple[int, ...] = (3, 8, 15, 22, 40, 71)

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from cli.occsim_cli import main
 from occsim.store import open_h5, read_images, read_store
+from tests.conftest import one_error_line
 from tests.test_sources import make_market_tree, write_jpeg
 
 SMALL = ["--size", "32x16", "--patch", "10", "--workers", "1"]
@@ -20,17 +21,6 @@ SMALL = ["--size", "32x16", "--patch", "10", "--workers", "1"]
 
 def _run(*args: str) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _assert_bad_input(result: Result, *needles: str) -> str:
-    """Exit 2 and exactly one stderr line, ``error: ...``, containing every needle."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture()
@@ -79,26 +69,26 @@ def test_synth_then_generate(tmp_path: Path) -> None:
     result = _run("generate", "--src", syn, "--out", tmp_path / "o.h5", "--workers", "2")
     assert result.exit_code == 0, result.output
     assert read_store(tmp_path / "o.h5").image_size == (128, 64)
-    _assert_bad_input(_run("synth", "--out", syn, "--ids", "4"), str(syn), "--force")
+    one_error_line(_run("synth", "--out", syn, "--ids", "4"), str(syn), "--force")
 
 
 def test_missing_source(tmp_path: Path) -> None:
     result = _run("generate", "--src", tmp_path / "nowhere", "--out", tmp_path / "o.h5", *SMALL)
-    _assert_bad_input(result, "nowhere", "no such folder")
+    one_error_line(result, "nowhere", "no such folder")
     assert not (tmp_path / "o.h5").exists()
 
 
 def test_empty_source(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = _run("generate", "--src", tmp_path / "empty", "--out", tmp_path / "o.h5", *SMALL)
-    _assert_bad_input(result, "empty", "folder is empty")
+    one_error_line(result, "empty", "folder is empty")
     assert not (tmp_path / "o.h5").exists()
 
 
 def test_not_market_layout(tmp_path: Path) -> None:
     write_jpeg(tmp_path / "holiday" / "IMG_0001.jpg", seed=0)
     result = _run("generate", "--src", tmp_path / "holiday", "--out", tmp_path / "o.h5", *SMALL)
-    _assert_bad_input(result, "holiday", "no known dataset layout; looked for", "bounding_box_train/", "campus/",
+    one_error_line(result, "holiday", "no known dataset layout; looked for", "bounding_box_train/", "campus/",
                       "--layout")
     assert not (tmp_path / "o.h5").exists()
 
@@ -106,7 +96,7 @@ def test_not_market_layout(tmp_path: Path) -> None:
 def test_unparsable_name(market: Path, tmp_path: Path) -> None:
     write_jpeg(market / "bounding_box_train" / "person_7.jpg", seed=0)
     result = _run("generate", "--src", market, "--out", tmp_path / "o.h5", *SMALL)
-    _assert_bad_input(result, "bounding_box_train/person_7.jpg", "does not parse")
+    one_error_line(result, "bounding_box_train/person_7.jpg", "does not parse")
     assert not (tmp_path / "o.h5").exists()
 
 
@@ -120,7 +110,7 @@ def test_unreadable_image(market: Path, tmp_path: Path, damage, reason: str) -> 
     bad.write_bytes(damage(bad.read_bytes()))
     out = tmp_path / "o.h5"
     result = _run("generate", "--src", market, "--out", out, "--size", "32x16", "--patch", "10", "--workers", "2")
-    _assert_bad_input(result, "bounding_box_test/0001_c4s2_012345_02.jpg", reason, "--skip-bad")
+    one_error_line(result, "bounding_box_test/0001_c4s2_012345_02.jpg", reason, "--skip-bad")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Market"]  # no file, no partial file
 
 
@@ -156,7 +146,7 @@ def test_grayscale_and_rgba_are_converted(market: Path, tmp_path: Path) -> None:
 def test_existing_output_without_force(market: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.h5"
     out.write_bytes(b"keep me")
-    _assert_bad_input(_run("generate", "--src", market, "--out", out, *SMALL), str(out), "--force")
+    one_error_line(_run("generate", "--src", market, "--out", out, *SMALL), str(out), "--force")
     assert out.read_bytes() == b"keep me"
     assert _run("generate", "--src", market, "--out", out, "--force", *SMALL).exit_code == 0
     assert read_store(out).splits["query"].pid.size == 4
@@ -165,7 +155,7 @@ def test_existing_output_without_force(market: Path, tmp_path: Path) -> None:
 def test_unwritable_output_folder(market: Path, tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("a file, not a folder")
     out = tmp_path / "file.txt" / "occluded.h5"
-    _assert_bad_input(_run("generate", "--src", market, "--out", out, *SMALL), "file.txt", "choose another --out")
+    one_error_line(_run("generate", "--src", market, "--out", out, *SMALL), "file.txt", "choose another --out")
     assert (tmp_path / "file.txt").read_text() == "a file, not a folder"
 
 
@@ -177,7 +167,7 @@ def test_unwritable_output_folder(market: Path, tmp_path: Path) -> None:
     (["--area-min", "0.5", "--area-max", "0.2"], "--area-min"),
 ])
 def test_bad_options(market: Path, tmp_path: Path, args: list[str], needle: str) -> None:
-    _assert_bad_input(_run("generate", "--src", market, "--out", tmp_path / "o.h5", "--workers", "1", *args), needle)
+    one_error_line(_run("generate", "--src", market, "--out", tmp_path / "o.h5", "--workers", "1", *args), needle)
     assert not (tmp_path / "o.h5").exists()
 
 
@@ -189,30 +179,30 @@ def test_click_usage_error_exits_2(tmp_path: Path) -> None:
 def test_info_on_files_that_are_not_ours(market: Path, tmp_path: Path) -> None:
     text = tmp_path / "notes.h5"
     text.write_text("hello")
-    _assert_bad_input(_run("info", text), "notes.h5", "not a readable HDF5 file")
+    one_error_line(_run("info", text), "notes.h5", "not a readable HDF5 file")
 
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as h5:
         h5["x"] = np.arange(3)
-    _assert_bad_input(_run("info", foreign), "foreign.h5", "not an occluded-reid file")
+    one_error_line(_run("info", foreign), "foreign.h5", "not an occluded-reid file")
 
-    _assert_bad_input(_run("info", tmp_path / "absent.h5"), "absent.h5", "no such file")
+    one_error_line(_run("info", tmp_path / "absent.h5"), "absent.h5", "no such file")
 
     good = tmp_path / "good.h5"
     assert _run("generate", "--src", market, "--out", good, *SMALL).exit_code == 0
     data = good.read_bytes()
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(data[: len(data) // 2])
-    _assert_bad_input(_run("info", truncated), "truncated.h5")
-    _assert_bad_input(_run("preview", truncated, "--out", tmp_path / "p.png"), "truncated.h5")
+    one_error_line(_run("info", truncated), "truncated.h5")
+    one_error_line(_run("preview", truncated, "--out", tmp_path / "p.png"), "truncated.h5")
     assert not (tmp_path / "p.png").exists()
 
 
 def test_preview_needs_png_and_occluded_rows(market: Path, tmp_path: Path) -> None:
     out = tmp_path / "clean.h5"
     assert _run("generate", "--src", market, "--out", out, "--occlude", "", *SMALL).exit_code == 0
-    _assert_bad_input(_run("preview", out, "--out", tmp_path / "p.png"), "clean.h5", "no occluded rows")
-    _assert_bad_input(_run("preview", out, "--out", tmp_path / "p.jpg"), "p.jpg", ".png")
+    one_error_line(_run("preview", out, "--out", tmp_path / "p.png"), "clean.h5", "no occluded rows")
+    one_error_line(_run("preview", out, "--out", tmp_path / "p.jpg"), "p.jpg", ".png")
 
 
 def test_default_source_is_synthesised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from occsim.info import describe
 from occsim.occluders import OccluderParams
 from occsim.schema import NO_BOX, OccType
 from occsim.store import open_h5, read_images, read_store
+from tests.conftest import one_error_line
 from tests.test_readers import make_csv_tree, make_cuhk01, make_occluded_reid, write_image
 from tests.test_sources import make_market_tree
 
@@ -28,14 +29,6 @@ SMALL = ["--size", "32x16", "--patch", "10", "--workers", "1"]
 
 def _occsim(*args: object) -> Result:
     return CliRunner().invoke(occsim_main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _assert_bad_input(result: Result, *needles: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +65,7 @@ def test_reid_train_on_a_test_only_file_is_one_line(occluded_reid_h5: Path, tmp_
 
     result = CliRunner().invoke(train_command, ["--data", str(occluded_reid_h5), "--arch", "resnet18",
                                                 "--pretrained", "none", "--out", str(tmp_path / "run")])
-    _assert_bad_input(result, str(occluded_reid_h5), "has no train split", "reid eval")
+    one_error_line(result, str(occluded_reid_h5), "has no train split", "reid eval")
     assert not (tmp_path / "run").exists()
 
 
@@ -93,12 +86,12 @@ def test_cross_dataset_eval_on_real_queries(occluded_reid_h5: Path, checkpoint: 
     assert "cross-dataset (trained on" in result.stdout
     for query in ("occluded:real", "occluded"):
         again = CliRunner().invoke(eval_command, ["--data", str(occluded_reid_h5), "--checkpoint", str(checkpoint),
-                                                  "--device", "cpu", "--query", query, "--out", str(out)])
+                                                  "--device", "cpu", "--query", query, "--out", str(out), "--force"])
         assert again.exit_code == 0, again.output
     assert [row["name"] for row in json.loads(out.read_text())["rows"]] == ["occluded:mean", "occluded:real"]
     clean = CliRunner().invoke(eval_command, ["--data", str(occluded_reid_h5), "--checkpoint", str(checkpoint),
                                               "--device", "cpu", "--query", "clean"])
-    _assert_bad_input(clean, "the query split has no clean rows")
+    one_error_line(clean, "the query split has no clean rows")
 
 
 def test_cuhk01_split_recorded_and_other_files_unchanged(tmp_path: Path) -> None:
@@ -122,7 +115,7 @@ def test_cuhk01_split_recorded_and_other_files_unchanged(tmp_path: Path) -> None
 def test_real_is_not_a_synthetic_occluder(tmp_path: Path) -> None:
     result = _occsim("generate", "--src", make_csv_tree(tmp_path / "mine"), "--out", tmp_path / "o.h5",
                      "--type", "real", *SMALL)
-    _assert_bad_input(result, "--type 'real': unknown", "mean, black, random")
+    one_error_line(result, "--type 'real': unknown", "mean, black, random")
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,7 +150,7 @@ def test_damaged_jpeg_stops_generate_or_is_skipped(tmp_path: Path, workers: str)
         fh.write("cam2/q2.png,8,2,query\n")
     args = ["--size", "32x16", "--patch", "10", "--workers", workers]
     result = _occsim("generate", "--src", root, "--out", tmp_path / "o.h5", *args)
-    _assert_bad_input(result, "cam2/b.jpg: damaged JPEG (libjpeg: Corrupt JPEG data: premature end of data segment)",
+    one_error_line(result, "cam2/b.jpg: damaged JPEG (libjpeg: Corrupt JPEG data: premature end of data segment)",
                       "--skip-bad")
     assert not (tmp_path / "o.h5").exists()
     result = _occsim("generate", "--src", root, "--out", tmp_path / "o.h5", "--skip-bad", *args)
@@ -202,7 +195,7 @@ def test_bad_csv_through_the_cli(tmp_path: Path, bad_line: str, needle: str) -> 
     root = make_csv_tree(tmp_path / "mine", ["path,pid,camid,split", "cam1/a.png,7,1,train", bad_line,
                                              "cam3/c.bmp,7,3,gallery"])
     result = _occsim("generate", "--src", root, "--out", tmp_path / "o.h5", *SMALL)
-    _assert_bad_input(result, needle)
+    one_error_line(result, needle)
     assert not (tmp_path / "o.h5").exists()
     assert not list(tmp_path.glob(".o.h5*"))
 
@@ -210,7 +203,7 @@ def test_bad_csv_through_the_cli(tmp_path: Path, bad_line: str, needle: str) -> 
 def test_forced_layout_that_does_not_fit(tmp_path: Path) -> None:
     root = make_csv_tree(tmp_path / "mine")
     result = _occsim("generate", "--src", root, "--layout", "cuhk01", "--out", tmp_path / "o.h5", *SMALL)
-    _assert_bad_input(result, "no campus/ folder")
+    one_error_line(result, "no campus/ folder")
     with pytest.raises(BadInputError, match="--layout 'market'"):
         generate(GenerateConfig(src=root, out=tmp_path / "o.h5", layout="market"))
 
@@ -240,4 +233,4 @@ def test_study_adds_other_test_files_as_columns(tiny_store: Path, occluded_reid_
     assert "## Other test files (cross-dataset)" in report
     assert "| model | occluded-reid occluded:mean | occluded-reid occluded:real |" in report
     twice = CliRunner().invoke(study_command, [*args, "--test-data", str(tiny_store)])
-    _assert_bad_input(twice, "--test-data", "equal to --data")
+    one_error_line(twice, "--test-data", "equal to --data")

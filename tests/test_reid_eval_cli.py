@@ -18,7 +18,7 @@ from reid.engine.features import extract_features
 from reid.metrics.protocol import evaluate
 from reid.models.aligned import ModelConfig, build_model
 from reid.models.checkpoint import load_model, save_checkpoint
-from tests.conftest import write_fresh_checkpoint
+from tests.conftest import one_error_line, write_fresh_checkpoint
 
 SIZE = (64, 32)
 
@@ -36,14 +36,9 @@ def run_dir(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _invoke(*args: str):
-    return CliRunner().invoke(eval_command, [*args, "--device", "cpu", "--batch-size", "32"])
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    # --force: the tests share runs/fresh, whose default eval.json an earlier test wrote (the
+    # overwrite policy itself is tested in test_overwrite.py).
+    return CliRunner().invoke(eval_command, [*args, "--device", "cpu", "--batch-size", "32", "--force"])
 
 
 def test_eval_end_to_end(tiny_store: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +121,7 @@ def test_eval_explicit_out_and_local_distance(tiny_store: Path, run_dir: Path, t
 def test_garbage_checkpoint(tiny_store: Path, tmp_path: Path) -> None:
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", str(bad)))
+    line = one_error_line(_invoke("--data", str(tiny_store), "--checkpoint", str(bad)))
     assert "garbage.pt" in line
 
 
@@ -134,7 +129,7 @@ def test_checkpoint_of_another_architecture(tiny_store: Path, tmp_path: Path) ->
     # resnet18 weights under a resnet34 configuration: the state dict does not fit.
     model = build_model(ModelConfig(num_classes=6, arch="resnet18"), pretrained=None)
     path = save_checkpoint(tmp_path / "mixed.pt", model, ModelConfig(num_classes=6, arch="resnet34"), "x")
-    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", str(path)))
+    line = one_error_line(_invoke("--data", str(tiny_store), "--checkpoint", str(path)))
     assert "mixed.pt" in line and "architecture" in line
 
 
@@ -143,24 +138,24 @@ def test_data_file_not_ours(run_dir: Path, tmp_path: Path) -> None:
     with h5py.File(foreign, "w") as h5:
         h5.create_dataset("x", data=np.arange(3))
     ckpt = str(run_dir / "runs" / "fresh" / "last.pt")
-    line = _one_line_error(_invoke("--data", str(foreign), "--checkpoint", ckpt))
+    line = one_error_line(_invoke("--data", str(foreign), "--checkpoint", ckpt))
     assert "foreign.h5" in line and "not an occluded-reid file" in line
     text = tmp_path / "text.h5"
     text.write_text("hello")
-    assert "text.h5" in _one_line_error(_invoke("--data", str(text), "--checkpoint", ckpt))
+    assert "text.h5" in one_error_line(_invoke("--data", str(text), "--checkpoint", ckpt))
 
 
 def test_unknown_query_type(tiny_store: Path, run_dir: Path) -> None:
     ckpt = str(run_dir / "runs" / "fresh" / "last.pt")
-    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", ckpt, "--query", "occluded:black"))
+    line = one_error_line(_invoke("--data", str(tiny_store), "--checkpoint", ckpt, "--query", "occluded:black"))
     assert "tiny.h5" in line and "black" in line and "present: mean" in line
-    line = _one_line_error(_invoke("--data", str(tiny_store), "--checkpoint", ckpt, "--query", "clean,sideways"))
+    line = one_error_line(_invoke("--data", str(tiny_store), "--checkpoint", ckpt, "--query", "clean,sideways"))
     assert "sideways" in line
 
 
 def test_no_run_to_evaluate(tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    line = _one_line_error(_invoke("--data", str(tiny_store)))
+    line = one_error_line(_invoke("--data", str(tiny_store)))
     assert "no checkpoint under runs/" in line and "--checkpoint" in line
 
 

@@ -13,15 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from common.errors import BadInputError
-from occsim.schema import SPLITS
+from occsim.schema import PIXEL_CRC, SPLITS
 from occsim.store import read_images, read_store, verify_pixels
-
-
-def _error_line(result) -> str:
-    """The whole stderr of a bad-input exit: exactly one ``error: ...`` line."""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
+from tests.conftest import one_error_line
 
 
 # ------------------------------------------------------------------------- pixel checksums
@@ -42,16 +36,40 @@ def _damage(src: Path, dst: Path, split: str = "train", row: int = DAMAGED_ROW) 
     return dst
 
 
-def _without_checksums(src: Path, dst: Path) -> Path:
-    """``src`` as a file written before checksums existed: same datasets and attributes, no filter."""
+def _without_checksums(src: Path, dst: Path, fletcher32: bool = False) -> Path:
+    """``src`` as a file written before checksums existed: same datasets and attributes, no
+    CRC-32 dataset, and the Fletcher32 filter only with ``fletcher32`` (what files written
+    between the two checksums hold)."""
     with h5py.File(src, "r") as old, h5py.File(dst, "w") as new:
         new.attrs.update(dict(old.attrs))
         for split in SPLITS:
             group = new.create_group(split)
             for name, dataset in old[split].items():
-                chunks = dataset.chunks if name == "images" else None
-                group.create_dataset(name, data=dataset[()], dtype=dataset.dtype, chunks=chunks)
+                if name == PIXEL_CRC:
+                    continue
+                extra = {}
+                if name == "images":
+                    extra = {"chunks": dataset.chunks, "fletcher32": fletcher32 and len(dataset) > 0}
+                group.create_dataset(name, data=dataset[()], dtype=dataset.dtype, **extra)
                 group[name].attrs.update(dict(dataset.attrs))
+    return dst
+
+
+def _black_patch_to_white(src: Path, dst: Path, split: str, row: int) -> Path:
+    """Copy ``src`` to ``dst`` with two bytes of ``row``'s black patch, one aligned 16-bit word,
+    flipped 0x00 0x00 -> 0xFF 0xFF on disk: Fletcher-32 (sums of words modulo 65535) cannot
+    see it."""
+    shutil.copyfile(src, dst)
+    x, y, w, _ = (int(v) for v in read_store(src).splits[split].box[row])
+    with h5py.File(dst, "r") as h5:
+        images = h5[split]["images"]
+        chunk = images.id.get_chunk_info_by_coord((row, 0, 0, 0))
+        offset = (y * images.shape[2] + x) * 3
+        offset += offset % 2  # a whole Fletcher-32 word (the chunk starts one)
+        assert not images[row].reshape(-1)[offset : offset + 2].any() and w * 3 >= 4, "not inside the black patch"
+    with open(dst, "r+b") as fh:
+        fh.seek(chunk.byte_offset + offset)
+        fh.write(b"\xff\xff")
     return dst
 
 
@@ -64,12 +82,73 @@ def test_images_carry_a_checksum_and_info_verifies_them_all(tiny_store: Path) ->
     from cli.occsim_cli import main
 
     info = read_store(tiny_store)
-    assert info.pixel_checksums
+    assert info.pixel_checksums and info.pixel_crc
     total = sum(len(m) for m in info.splits.values())
     assert verify_pixels(tiny_store, progress=False) == total
     result = CliRunner().invoke(main, ["info", str(tiny_store)])
     assert result.exit_code == 0, result.output
-    assert f"pixels: a Fletcher32 checksum per image, all {total} verified" in result.stdout
+    assert f"pixels: a CRC-32 checksum per image, all {total} verified" in result.stdout
+
+
+def test_the_crc32_sees_a_black_patch_flipped_to_white_that_fletcher32_misses(tmp_path: Path) -> None:
+    from cli.occsim_cli import main
+    from tests.conftest import write_tiny_store
+
+    black = write_tiny_store(tmp_path / "black.h5", occ_types=("black",))
+    row = int(read_store(black).splits["train"].rows("occluded:black")[DAMAGED_ROW])
+    flipped = _black_patch_to_white(black, tmp_path / "flipped.h5", "train", row)
+    with h5py.File(flipped, "r") as h5, h5py.File(black, "r") as original:
+        # HDF5's own check (Fletcher32) passes: this is the damage the CRC-32 exists for.
+        changed = h5["train"]["images"][row]
+        assert (changed != original["train"]["images"][row]).sum() == 2 and (changed == 255).sum() == 2
+        read_images(h5, "train", [row - 1, row + 1])  # the neighbours still read
+        with pytest.raises(BadInputError, match=rf"flipped.h5: the pixels of train row {row} cannot be read "
+                                                r"\(checksum mismatch, CRC-32: damaged or modified file\)"):
+            read_images(h5, "train", [row])
+    with pytest.raises(BadInputError, match=rf"train row {row} cannot be read \(checksum mismatch, CRC-32"):
+        verify_pixels(flipped, progress=False)
+    one_error_line(CliRunner().invoke(main, ["info", str(flipped)]), str(flipped), f"train row {row}", "CRC-32")
+
+
+def test_pixels_rewritten_through_h5py_fail_their_crc32(tiny_store: Path, tmp_path: Path) -> None:
+    """h5py recomputes the Fletcher32 of what it writes; the CRC-32 was written with the image."""
+    from cli.occsim_cli import main
+
+    edited = tmp_path / "edited.h5"
+    shutil.copyfile(tiny_store, edited)
+    with h5py.File(edited, "r+") as h5:
+        image = h5["query"]["images"][3]
+        image[:4, :4] = 255 - image[:4, :4]
+        h5["query"]["images"][3] = image
+    one_error_line(CliRunner().invoke(main, ["info", str(edited)]), str(edited), "query row 3", "CRC-32")
+
+
+def test_every_writer_of_images_stores_the_crc32s(tiny_store: Path, tmp_path: Path) -> None:
+    from occsim.pixels import image_crc32
+    from occsim.validation import carve_validation
+
+    carved = carve_validation(tiny_store, tmp_path / "val.h5", fraction=0.34)
+    for path in (tiny_store, carved):  # StoreWriter (the generator and the fixture) and split-val
+        assert read_store(path).pixel_crc
+        with h5py.File(path, "r") as h5:
+            for split in SPLITS:
+                assert np.array_equal(h5[split][PIXEL_CRC][()], image_crc32(h5[split]["images"][()]))
+
+
+def test_a_file_with_fletcher32_only_reads_and_info_says_what_it_lacks(tiny_store: Path, tmp_path: Path) -> None:
+    from cli.occsim_cli import main
+
+    older = _without_checksums(tiny_store, tmp_path / "fletcher.h5", fletcher32=True)
+    info = read_store(older)
+    assert info.pixel_checksums and not info.pixel_crc
+    total = sum(len(m) for m in info.splits.values())
+    assert verify_pixels(older, progress=False) == total
+    with h5py.File(older, "r") as a, h5py.File(tiny_store, "r") as b:
+        assert np.array_equal(read_images(a, "train", [0, 7]), read_images(b, "train", [0, 7]))
+    result = CliRunner().invoke(main, ["info", str(older)])
+    assert result.exit_code == 0, result.output
+    assert "pixels: only a Fletcher32 checksum per image" in result.stdout
+    assert "regenerate the file to add them" in result.stdout and f"all {total} verified" in result.stdout
 
 
 def test_a_flipped_pixel_bit_fails_info_naming_the_row(damaged: Path) -> None:
@@ -79,7 +158,7 @@ def test_a_flipped_pixel_bit_fails_info_naming_the_row(damaged: Path) -> None:
     with pytest.raises(BadInputError, match=rf"damaged.h5: the pixels of train row {DAMAGED_ROW} cannot be read "
                                             r"\(checksum mismatch"):
         verify_pixels(damaged, progress=False)
-    line = _error_line(CliRunner().invoke(main, ["info", str(damaged)]))
+    line = one_error_line(CliRunner().invoke(main, ["info", str(damaged)]))
     assert f"train row {DAMAGED_ROW}" in line and "regenerate it with `occsim generate`" in line
 
 
@@ -89,7 +168,7 @@ def test_split_val_refuses_a_damaged_file(damaged: Path, tmp_path: Path) -> None
     out = tmp_path / "val.h5"
     result = CliRunner().invoke(main, ["split-val", str(damaged), "--out", str(out), "--fraction", "0.34"])
     assert result.exit_code == 2
-    assert f"train row {DAMAGED_ROW}" in _error_line(result)
+    assert f"train row {DAMAGED_ROW}" in one_error_line(result)
     assert not out.exists() and not list(tmp_path.glob(".val.h5*"))
 
 
@@ -133,7 +212,7 @@ def test_reid_eval_on_a_damaged_query_row_exits_2(tiny_store: Path, checkpoint: 
     result = CliRunner().invoke(eval_command, ["--data", str(damaged), "--checkpoint", str(checkpoint),
                                                "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 2, result.output
-    assert "query row 2 cannot be read" in _error_line(result)
+    assert "query row 2 cannot be read" in one_error_line(result)
     assert not out.exists()
 
 
@@ -175,7 +254,7 @@ def test_usage_errors_are_one_line_and_exit_2(group: str, args: list[str], expec
     main = reid_main if group == "reid" else occsim_main
     result = CliRunner().invoke(main, args, prog_name=group)
     assert result.exit_code == 2
-    assert _error_line(result).startswith(expected) and result.stdout == ""
+    assert one_error_line(result).startswith(expected) and result.stdout == ""
 
 
 def test_the_torchrun_entry_point_has_the_same_one_line_usage_errors() -> None:
@@ -188,6 +267,159 @@ def test_the_torchrun_entry_point_has_the_same_one_line_usage_errors() -> None:
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == ["error: python -m cli.reid_train: Invalid value for '--batch-p': 1 is not in "
                                         "the range x>=2; see 'python -m cli.reid_train --help'"]
+
+
+@pytest.mark.parametrize(("group", "args"), [
+    ("occsim", ["generate", "--src"]), ("occsim", ["synth", "--out"]), ("reid", ["train", "--data"]),
+    ("reid", ["embed", "--src"]), ("reid", ["eval", "--query"]), ("reid", ["search", "--gallery"]),
+    ("reid", ["export", "--out"]),
+])
+def test_parser_errors_name_the_real_command_not_main(group: str, args: list[str]) -> None:
+    """Click raises "requires an argument" without a context: the line fell back to the
+    group's function name (``error: main: ...``)."""
+    from cli.occsim_cli import main as occsim_main
+    from cli.reid_cli import main as reid_main
+
+    command = f"{group} {args[0]}"
+    result = CliRunner().invoke(reid_main if group == "reid" else occsim_main, args, prog_name=group)
+    assert one_error_line(result) == (f"error: {command}: Option '{args[1]}' requires an argument; "
+                                      f"see '{command} --help'")
+
+
+MODULES = ("reid_curves", "reid_embed", "reid_eval", "reid_export", "reid_rank", "reid_saliency", "reid_search",
+           "reid_study", "reid_train")
+
+
+def test_every_reid_module_runs_as_python_m_with_one_line_usage_errors() -> None:
+    """``python -m cli.reid_eval --bogus`` exited 0 doing nothing: only cli.reid_train had an entry."""
+    import subprocess
+    import sys
+
+    assert sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "cli").glob("reid_*.py")) == sorted(
+        MODULES + ("reid_cli",))
+    for module in MODULES:
+        done = subprocess.run([sys.executable, "-m", f"cli.{module}", "--bogus"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=120)
+        prog = f"python -m cli.{module}"
+        assert done.returncode == 2 and done.stdout == "", (module, done)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {prog}: No such option '--bogus'"), (module, lines)
+
+
+def test_both_tools_answer_version_with_the_one_project_version() -> None:
+    import common
+    import occsim
+    import reid
+    from cli.occsim_cli import main as occsim_main
+    from cli.reid_cli import main as reid_main
+
+    assert reid.__version__ is occsim.__version__ is common.__version__
+    for main, name in ((occsim_main, "occsim"), (reid_main, "reid")):
+        result = CliRunner().invoke(main, ["--version"], prog_name=name)
+        assert result.exit_code == 0 and result.stdout == f"{name} {occsim.__version__}\n", result.output
+
+
+# ------------------------------------------------------------- tracebacks made one line
+
+
+def test_a_features_file_with_non_utf8_text_is_one_line(tmp_path: Path) -> None:
+    from cli.reid_search import search_command
+    from reid.inference.features_file import FeatureBlock, write_features
+
+    block = FeatureBlock(global_feat=np.ones((2, 4), np.float32), local_feat=None, occlusion=np.zeros(2, np.float32),
+                         names=["a.png", "b.png"])
+    gallery = write_features(tmp_path / "g.h5", {"checkpoint": "c.pt"}, [block], 2)
+    with h5py.File(gallery, "r+") as h5:
+        h5.attrs["checkpoint"] = np.bytes_(b"runs/\xff\xfe.pt")
+    out = tmp_path / "search"
+    result = CliRunner().invoke(search_command, ["--gallery", str(gallery), "--query", str(gallery), "--out", str(out)])
+    one_error_line(result, f"{gallery}: holds text that is not UTF-8", "embed again")
+    assert not out.exists()
+
+
+def test_a_csv_pid_beyond_int32_is_one_line_naming_the_line(tmp_path: Path) -> None:
+    from cli.occsim_cli import main
+    from tests.test_readers import make_csv_tree
+
+    lines = ["path,pid,camid,split", "cam1/a.png,7,1,train", "cam2/b.jpg,1099511627776,2,query",
+             "cam3/c.bmp,7,3,gallery"]
+    csv = make_csv_tree(tmp_path / "mine", lines) / "manifest.csv"
+    out = tmp_path / "o.h5"
+    result = CliRunner().invoke(main, ["generate", "--src", str(csv), "--out", str(out), "--size", "32x16",
+                                       "--patch", "10"], prog_name="occsim")
+    one_error_line(result, f"{csv}:3: pid 1099511627776 does not fit the file's int32 pid column "
+                           "(-2147483648 to 2147483647)")
+    lines[2] = "cam2/b.jpg,7,70000,query"
+    make_csv_tree(tmp_path / "mine", lines)
+    result = CliRunner().invoke(main, ["generate", "--src", str(csv), "--out", str(out)], prog_name="occsim")
+    one_error_line(result, f"{csv}:3: camid 70000 does not fit the file's int16 camid column")
+    assert not out.exists()
+
+
+def test_a_huge_size_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import occsim.generate as gen
+    from cli.occsim_cli import main
+    from common.options import MAX_IMAGE_SIDE
+
+    monkeypatch.setattr(gen, "_read", _never)
+    monkeypatch.setattr(gen, "resolve_source", _never)
+    for size in ("100000x100000", f"128x{MAX_IMAGE_SIDE + 1}"):
+        result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path / "o.h5"), "--size", size],
+                                    prog_name="occsim")
+        assert one_error_line(result) == (f"error: --size {size}: each side must be 1 to {MAX_IMAGE_SIDE} pixels, "
+                                          "e.g. 128x64")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_onnx_opset_pytorch_cannot_write_is_one_line(checkpoint: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import reid.inference.export as export
+    from cli.reid_export import export_command
+
+    out = tmp_path / "m.onnx"
+    monkeypatch.setattr(export, "load_inference_model", _never)  # refused before the model is loaded
+    result = CliRunner().invoke(export_command, ["--checkpoint", str(checkpoint), "--out", str(out), "--opset", "99"])
+    one_error_line(result, "--opset 99: PyTorch", f"exports opsets {export.MIN_OPSET} to", "choose one of them")
+    monkeypatch.undo()
+    monkeypatch.setattr(export, "highest_opset", lambda: None)  # a PyTorch that does not say: the exporter refuses
+    result = CliRunner().invoke(export_command, ["--checkpoint", str(checkpoint), "--out", str(out), "--opset", "99"])
+    one_error_line(result, "--opset 99: PyTorch", "cannot export this model at it (Unsupported onnx_opset_version")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_folder_as_checkpoint_means_its_best_else_its_last(tiny_store: Path, checkpoint: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from cli.reid_eval import eval_command
+    from reid.engine.runs import resolve_checkpoint
+
+    run = tmp_path / "runs" / "r18"
+    run.mkdir(parents=True)
+    shutil.copyfile(checkpoint, run / "last.pt")
+    with caplog.at_level(logging.INFO, logger="reid.engine.runs"):
+        assert resolve_checkpoint(run) == run / "last.pt"
+        shutil.copyfile(checkpoint, run / "best.pt")
+        assert resolve_checkpoint(run) == run / "best.pt"
+        assert resolve_checkpoint(run / "last.pt") == run / "last.pt"  # a file is itself, no choice made
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checkpoint: {run / 'last.pt'} (last.pt of the run folder {run})",
+        f"checkpoint: {run / 'best.pt'} (best.pt of the run folder {run})"]
+    with pytest.raises(BadInputError, match=r"runs: a folder without best\.pt or last\.pt"):
+        resolve_checkpoint(tmp_path / "runs")  # exists, holds no checkpoint
+    seen = []
+
+    def record(config):
+        seen.append(config.checkpoint)
+        raise BadInputError("stop here")
+
+    monkeypatch.setattr("reid.engine.evaluator.run_eval", record)
+    result = CliRunner().invoke(eval_command, ["--data", str(tiny_store), "--checkpoint", str(run)])
+    one_error_line(result, "stop here")
+    assert seen == [run / "best.pt"]
 
 
 def test_help_still_answers(tmp_path: Path) -> None:
@@ -224,8 +456,9 @@ def test_generate_refuses_the_flat_occluder_before_any_work(tmp_path: Path) -> N
     result = CliRunner().invoke(main, ["generate", "--src", str(tmp_path / "missing"), "--out", str(tmp_path / "o.h5"),
                                        "--size", "10x10"], prog_name="occsim")
     assert result.exit_code == 2
-    assert _error_line(result) == ("error: --patch 50: the square covers the whole 10x10 stored image, so every occluded "
-                                   "copy would be one flat colour; use a --patch of at most 9 or a larger --size")
+    assert one_error_line(result) == ("error: --patch 50: the square covers the whole 10x10 stored image, so every "
+                                      "occluded copy would be one flat colour; use a --patch of at most 9 or a "
+                                      "larger --size")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -344,7 +577,7 @@ def test_reid_eval_refuses_a_companion_folder_before_computing(tiny_store: Path,
     result = CliRunner().invoke(eval_command, ["--data", str(tiny_store), "--checkpoint", str(checkpoint),
                                                "--device", "cpu", "--out", str(tmp_path / "X.json")])
     assert result.exit_code == 2, result.output
-    assert "X_cmc.png: is a folder, so the CMC plot cannot be written there" in _error_line(result)
+    assert "X_cmc.png: is a folder, so the CMC plot cannot be written there" in one_error_line(result)
     assert [p.name for p in tmp_path.iterdir()] == ["X_cmc.png"]  # no half-written report
 
 
@@ -363,7 +596,7 @@ def test_figure_folders_are_checked_before_computing(command: str, library: str,
     result = CliRunner().invoke(getattr(importlib.import_module(module), name), [
         "--data", str(tiny_store), "--checkpoint", str(checkpoint), "--device", "cpu", "--out", str(blocker / "figs")])
     assert result.exit_code == 2, result.output
-    assert "taken: is a file, so the folder for the" in _error_line(result)
+    assert "taken: is a file, so the folder for the" in one_error_line(result)
 
 
 def test_study_checks_its_report_folder_before_training(tiny_store: Path, tmp_path: Path,
@@ -375,7 +608,7 @@ def test_study_checks_its_report_folder_before_training(tiny_store: Path, tmp_pa
     monkeypatch.setattr("reid.study.run_study", _never)
     result = CliRunner().invoke(study_command, ["table1", "--data", str(tiny_store), "--out", str(blocker)])
     assert result.exit_code == 2, result.output
-    assert "report: is a file, not a folder for the study report" in _error_line(result)
+    assert "report: is a file, not a folder for the study report" in one_error_line(result)
 
 
 def test_ctrl_c_during_generate_is_one_line_exit_130_and_leaves_nothing(tmp_path: Path,
@@ -405,8 +638,8 @@ def test_ctrl_c_during_generate_is_one_line_exit_130_and_leaves_nothing(tmp_path
     result = CliRunner().invoke(main, ["generate", "--src", str(market), "--out", str(out_dir / "o.h5"), "--size",
                                        "32x16", "--patch", "10", "--workers", "1"], prog_name="occsim")
     assert result.exit_code == 130, result.output
-    assert _error_line(result) == ("error: interrupted by signal 2; nothing was written (outputs appear only when "
-                                   "complete)")
+    assert one_error_line(result, exit_code=130) == ("error: interrupted by signal 2; nothing was written (outputs "
+                                                     "appear only when complete)")
     assert list(out_dir.iterdir()) == []
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
