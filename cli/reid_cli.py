@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "embed": "cli.reid_embed:embed_command",
     "search": "cli.reid_search:search_command",
     "export": "cli.reid_export:export_command",
+    "recipes": "cli.reid_recipes:recipes_command",
 }
 
 SHORT_HELP: dict[str, str] = {
@@ -35,6 +36,7 @@ SHORT_HELP: dict[str, str] = {
     "embed": "Features of your own crops (folder, list or .h5) into a features file.",
     "search": "Nearest gallery images of each query: JSON ranked lists and PNG sheets.",
     "export": "Export a checkpoint to ONNX or TorchScript, checked against PyTorch.",
+    "recipes": "The named recipes of `reid train --recipe` and what each sets.",
 }
 
 

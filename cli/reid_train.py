@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,17 @@ import click
 
 from cli.common import OneLineCommand, handle_bad_input, run_with_one_line_errors, setup_logging
 from cli.options import config_options
-from cli.train_options import PER_RUN_NAMES, SHARED_NAMES, pop_training_kwargs, shared_training_options
+from cli.train_options import (
+    PER_RUN_NAMES,
+    SHARED_NAMES,
+    given_on_command_line,
+    pop_training_kwargs,
+    shared_training_options,
+)
 from common.errors import BadInputError
-from reid.engine.config import TrainConfig
+from common.options import comma_words
+from reid.engine.config import TrainConfig, schedule_warnings
+from reid.recipes import layered_config
 
 #: Exit status of a run stopped with Ctrl-C (128 + SIGINT, the shell convention).
 INTERRUPTED_EXIT = 130
@@ -31,6 +40,12 @@ def _default_name(arch: str, alpha: float, train_on: str) -> str:
 
 
 @click.command("train", cls=OneLineCommand)
+@click.option("--recipe", "recipes", default="", metavar="NAME[,NAME...]",
+              help="Named recipes, applied left to right before --config and the options given here "
+                   "(`reid recipes` lists them), e.g. cpu,paper-obc.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="JSON or YAML file of training options (a run's config.json works): after --recipe, before "
+                   "the options given here.")
 @click.option("--data", type=click.Path(path_type=Path), default=Path("data/occluded.h5"), show_default=True,
               help="The occluded-reid HDF5 file made by `occsim generate`.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -40,7 +55,8 @@ def _default_name(arch: str, alpha: float, train_on: str) -> str:
 @shared_training_options
 @config_options(TrainConfig, ("eval_every", "eval_queries", "resume", "force"))
 @handle_bad_input
-def train_command(data: Path, out: Path | None, name: str | None, **options: Any) -> None:
+def train_command(recipes: str, config_file: Path | None, data: Path, out: Path | None, name: str | None,
+                  **options: Any) -> None:
     """Train AlignedReID with the occlusion-classification (OBC) loss on the frozen splits.
 
     Writes runs/<name>/: config.json, metrics.jsonl, last.pt (every epoch), best.pt (best
@@ -51,11 +67,17 @@ def train_command(data: Path, out: Path | None, name: str | None, **options: Any
     if os.environ.get("RANK", "0") != "0":
         logging.getLogger().setLevel(logging.WARNING)  # only rank 0 reports progress
     training = pop_training_kwargs(options, SHARED_NAMES + PER_RUN_NAMES)
+    given = given_on_command_line(training)
+    if given_on_command_line({"data": data}) or config_file is None:
+        given["data"] = str(data)
+    config = layered_config(comma_words(recipes, "--recipe") if recipes else (), config_file, given)
     if out is None:
-        if training["resume"]:
+        if config.resume:
             raise BadInputError("--resume: give the run to continue with --out runs/NAME (or --name NAME)")
-        out = Path("runs") / (name or _default_name(training["arch"], training["alpha"], training["train_on"]))
-    config = TrainConfig(data=str(data), out=str(out), **training)
+        out = Path("runs") / (name or _default_name(config.arch, config.alpha, config.train_on))
+    config = replace(config, out=str(out))
+    for warning in schedule_warnings(config):
+        logging.getLogger("reid.train").warning(warning)
     result = train(config)
     if os.environ.get("RANK", "0") != "0":
         return

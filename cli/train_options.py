@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+import click
+from click.core import ParameterSource
+
 from cli.options import cli_names, config_options, values_from_cli
 from reid.engine.config import TrainConfig
 
@@ -29,3 +32,11 @@ def shared_training_options(func: F) -> F:
 def pop_training_kwargs(options: dict[str, Any], names: tuple[str, ...] = SHARED_NAMES) -> dict[str, Any]:
     """Remove the training options ``names`` from ``options`` and return them as TrainConfig keyword arguments."""
     return values_from_cli(TrainConfig, names, options)
+
+
+def given_on_command_line(values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` (Click parameter name -> value) that the user typed (or set in
+    the environment), not Click's defaults: what overrides ``--recipe`` and ``--config``."""
+    ctx = click.get_current_context()
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {name: value for name, value in values.items() if ctx.get_parameter_source(name) in typed}

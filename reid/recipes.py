@@ -63,12 +63,12 @@ def recipe_names() -> tuple[str, ...]:
 
 def describe_recipes() -> list[tuple[str, str, str]]:
     """(name, summary, what it sets) for every recipe, as ``reid recipes`` prints them."""
-    rows = [(s.name, s.summary, ", ".join(f"{k}={_text(v)}" for k, v in s.settings)) for s in SIZINGS]
+    rows = [(s.name, s.summary, ", ".join(f"{k}={_text(k, v)}" for k, v in s.settings)) for s in SIZINGS]
     for cell in RECIPE_CELLS:
         base = TrainConfig()
         changed = cell.train_config(base).to_dict()
         defaults = base.to_dict()
-        sets = ", ".join(f"{k}={_text(changed[k])}" for k in changed if changed[k] != defaults[k])
+        sets = ", ".join(f"{k}={_text(k, changed[k])}" for k in changed if changed[k] != defaults[k])
         if cell.cost != 1:
             sets += f" (epochs, warm-up and milestones / {cell.cost}: two images per item)"
         label = cell.label + (" [the default]" if cell.name == DEFAULT_RECIPE else "")
@@ -76,10 +76,9 @@ def describe_recipes() -> list[tuple[str, str, str]]:
     return rows
 
 
-def _text(value: Any) -> str:
+def _text(key: str, value: Any) -> str:
     if isinstance(value, (tuple, list)):
-        return "x".join(map(str, value)) if len(value) == 2 and all(isinstance(v, int) for v in value) \
-            else ",".join(map(str, value))
+        return ("x" if key == "input_size" else ",").join(map(str, value))
     return "none" if value is None else str(value)
 
 

@@ -86,3 +86,60 @@ def test_layers_defaults_recipes_file_then_command_line(tmp_path: Path) -> None:
     assert (config.arch, config.alpha, config.lr, config.epochs, config.out, config.data) == (
         "resnet18", 0.8, 0.002, 3, "runs/new", "a.h5")
     assert layered_config((), None, {}) == TrainConfig()
+
+
+def test_recipe_and_config_file_reproduce_the_long_flags_run(tiny_store: Path, tmp_path: Path) -> None:
+    """`--recipe cpu,paper-obc` and `--config RUN/config.json` train exactly the run the long flags do."""
+    import torch
+    from click.testing import CliRunner
+
+    from cli.reid_train import train_command
+    from reid.models import load_checkpoint
+
+    tiny = ["--size", "64x32", "--batch-p", "2", "--batch-k", "2", "--max-steps-per-epoch", "2", "--eval-every", "0"]
+    long_flags = ["--arch", "resnet18", "--pretrained", "none", "--last-stride", "2", "--stripes", "4",
+                  "--epochs", "2", "--warmup-epochs", "1", "--lr", "1e-3", "--schedule", "cosine",
+                  "--retrieval-feature", "bn", "--workers", "0", "--device", "cpu",
+                  "--alpha", "0.8", "--train-on", "both", "--no-random-erasing", "--milestones", "20,35"]
+    runs = {
+        "long": long_flags,
+        "recipe": ["--recipe", "cpu,paper-obc", "--epochs", "2"],
+        "config": ["--config", str(tmp_path / "long" / "config.json")],
+    }
+    for name, args in runs.items():
+        result = CliRunner().invoke(train_command, ["--data", str(tiny_store), "--out", str(tmp_path / name),
+                                                    *args, *tiny])
+        assert result.exit_code == 0, result.output
+    checkpoints = {name: load_checkpoint(tmp_path / name / "last.pt") for name in runs}
+    reference = checkpoints["long"]
+    for name in ("recipe", "config"):
+        other = checkpoints[name]
+        assert other.state_dict.keys() == reference.state_dict.keys()
+        assert all(torch.equal(other.state_dict[k], reference.state_dict[k]) for k in reference.state_dict), name
+        mine = {k: v for k, v in other.extra["config"].items() if k != "out"}
+        assert mine == {k: v for k, v in reference.extra["config"].items() if k != "out"}, name
+
+
+def test_recipes_command_and_a_bad_recipe_name(tiny_store: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.reid_cli import main
+    from tests.conftest import one_error_line
+
+    listing = CliRunner().invoke(main, ["recipes"])
+    assert listing.exit_code == 0 and "paper-obc" in listing.output and "sets: " in listing.output
+    result = CliRunner().invoke(main, ["train", "--data", str(tiny_store), "--out", str(tmp_path / "r"),
+                                       "--recipe", "cpu,nope"])
+    one_error_line(result, "--recipe 'nope': unknown")
+    assert not (tmp_path / "r").exists()
+
+
+def test_schedule_cut_short_by_the_epochs_is_said() -> None:
+    from reid.engine.config import schedule_warnings
+
+    assert schedule_warnings(TrainConfig()) == []  # 120 epochs, 10 warm-up, milestones 40, 70
+    short = schedule_warnings(TrainConfig(epochs=2))
+    assert len(short) == 1 and "--warmup-epochs 10 is not shorter than --epochs 2" in short[0]
+    steps = schedule_warnings(TrainConfig(epochs=50, schedule="step"))
+    assert len(steps) == 1 and "--milestones 70 fall at or after --epochs 50" in steps[0]
+    assert schedule_warnings(apply_recipes(TrainConfig(), ("cpu",))) == []

@@ -108,6 +108,13 @@ def test_the_crc32_sees_a_black_patch_flipped_to_white_that_fletcher32_misses(tm
     with pytest.raises(BadInputError, match=rf"train row {row} cannot be read \(checksum mismatch, CRC-32"):
         verify_pixels(flipped, progress=False)
     one_error_line(CliRunner().invoke(main, ["info", str(flipped)]), str(flipped), f"train row {row}", "CRC-32")
+    # The training and evaluation loaders read through the same check.
+    from reid.data import HDF5Split
+
+    split = HDF5Split(flipped, "train")
+    split.read_row(row - 1)
+    with pytest.raises(BadInputError, match=rf"flipped.h5: the pixels of train row {row} cannot be read .*CRC-32"):
+        split.read_row(row)
 
 
 def test_pixels_rewritten_through_h5py_fail_their_crc32(tiny_store: Path, tmp_path: Path) -> None:

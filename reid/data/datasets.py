@@ -29,7 +29,7 @@ import torch
 import torch.utils.data
 
 from common.errors import BadInputError
-from occsim.store import SplitManifest, open_h5, pixel_read_error, read_store
+from occsim.store import CheckedImages, SplitManifest, open_h5, read_store
 from reid.data.sampler import SampleKey
 from reid.data.transforms import EvalTransform, TrainTransform, TransformConfig, item_rng
 from reid.options import TRAIN_ON  # declared once, torch-free (TrainConfig's choices)
@@ -121,19 +121,15 @@ class _LazyImages:
         if self._pid != pid:
             # A handle inherited through fork belongs to the parent's HDF5 state: never use it.
             self._file = open_h5(self.path)
-            self._images = self._file[self.split]["images"]
+            self._images = CheckedImages(self._file, self.split, self.path)
             self._pid = pid
         return self._images
 
     def read(self, row: int) -> np.ndarray:
-        """One stored image, uint8 [h, w, 3] RGB (a per-row read)."""
-        # dataset[row] (one chunk, no fancy indexing) is ~3x faster than read_direct here,
-        # which spends its time building selections in Python. HDF5 checks the image's
-        # checksum on this read (files written since checksums exist).
-        try:
-            return self._dataset()[int(row)]
-        except OSError as exc:
-            raise pixel_read_error(self.path, self.split, int(row), exc) from exc
+        """One stored image, uint8 [h, w, 3] RGB (a per-row read), checked against its CRC-32
+        (and, by HDF5, its Fletcher32) where the file has them: one-line BadInputError naming
+        the file, split and row otherwise."""
+        return self._dataset().read(int(row))
 
     @property
     def is_open(self) -> bool:

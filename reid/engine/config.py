@@ -269,6 +269,21 @@ class TrainConfig:
                                erasing_fill=self.erasing_fill, erasing_labels=self.erasing_labels)
 
 
+def schedule_warnings(config: TrainConfig) -> list[str]:
+    """One line for each part of the learning-rate schedule that ``config.epochs`` cuts short
+    (a run that never reaches its peak learning rate, or never decays, trains differently
+    from what its options say)."""
+    out = []
+    if config.warmup_epochs >= config.epochs:
+        out.append(f"--warmup-epochs {config.warmup_epochs} is not shorter than --epochs {config.epochs}: the "
+                   f"learning rate never reaches --lr {config.lr:g}; lower --warmup-epochs (or use a --recipe)")
+    late = [m for m in config.milestones if m >= config.epochs]
+    if config.schedule == "step" and late:
+        out.append(f"--milestones {','.join(map(str, late))} fall at or after --epochs {config.epochs}: those "
+                   "decays never happen; lower them or use --schedule cosine")
+    return out
+
+
 def config_differences(given: TrainConfig, recorded: dict[str, Any],
                        ignore: frozenset[str] = RESUME_MUTABLE) -> list[str]:
     """Keys (outside ``ignore``, by default :data:`RESUME_MUTABLE`: what a resume may change)
