@@ -138,7 +138,7 @@ def test_schedule_cut_short_by_the_epochs_is_said() -> None:
     from reid.engine.config import schedule_warnings
 
     assert schedule_warnings(TrainConfig()) == []  # 120 epochs, 10 warm-up, milestones 40, 70
-    short = schedule_warnings(TrainConfig(epochs=2))
+    short = schedule_warnings(TrainConfig(epochs=2, schedule="cosine"))
     assert len(short) == 1 and "--warmup-epochs 10 is not shorter than --epochs 2" in short[0]
     steps = schedule_warnings(TrainConfig(epochs=50, schedule="step"))
     assert len(steps) == 1 and "--milestones 70 fall at or after --epochs 50" in steps[0]
