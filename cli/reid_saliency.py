@@ -37,7 +37,7 @@ def parse_ids(value: str | None) -> list[int] | None:
 @click.option("--type", "occ_type", default="mean", show_default=True, help="Occluder type of the queries (mean, black, random, pedestrian).")
 @click.option("--target", type=click.Choice(["similarity", "obc"]), default="similarity", show_default=True,
               help="similarity: cosine similarity of the occluded image's embedding to its clean original's; "
-                   "obc: the OBC head's occluded logit.")
+                   "obc: the OBC head's occluded logit (a model whose head was not trained, alpha = 1, is marked so).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--scale", type=click.IntRange(min=1, max=8), default=3, show_default=True, help="Image upscaling in the figures.")

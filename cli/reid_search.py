@@ -34,7 +34,8 @@ from reid.options import DEVICES, METRIC_CHOICES, SEARCH_DISTANCES
 def search_command(gallery: Path, query: Path, top: int, distance: str, metric: str, checkpoint: Path | None,
                    device: str, batch_size: int, figures: int, out: Path, force: bool) -> None:
     """Exact search of a gallery of any size (read in blocks): ranked lists with distances and
-    each query's predicted occlusion probability, plus the sheets `reid rank` draws."""
+    each query's predicted occlusion probability (none when the OBC head was not trained, alpha = 1),
+    plus the sheets `reid rank` draws."""
     from reid.engine.runs import resolve_checkpoint
     from reid.inference.search import SearchConfig, run_search
 

@@ -285,10 +285,11 @@ def test_embed_then_search_finds_each_querys_identity_at_rank_1(trained_checkpoi
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "res" / "search.json").read_text())
     assert len(results["queries"]) == len(query_pids) == 8
+    assert results["obc_head_trained"] is False  # alpha = 1: no occlusion probability (tests/test_honest_heads.py)
     for query in results["queries"]:
         best = query["results"][0]["path"]
         assert best.split("_")[0] == query["query"].split("_")[0], query
-        assert 0.0 < query["occlusion"] < 1.0
+        assert query["occlusion"] is None
         assert [r["rank"] for r in query["results"]] == [1, 2, 3]
     assert sorted(os.listdir(tmp_path / "res")) == ["query_0000.png", "query_0001.png", "search.json", "search_sheet.png"]
     sheet = cv2.imread(str(tmp_path / "res" / "search_sheet.png"))

@@ -272,7 +272,8 @@ def test_train_with_visibility_weight_then_eval_with_and_without_weighting(tiny_
 
     def run_eval(*args: str):
         return CliRunner().invoke(eval_command, ["--data", str(tiny_store), "--checkpoint", str(out / "last.pt"),
-                                                 "--device", "cpu", "--out", str(tmp_path / "eval.json"), *args])
+                                                 "--device", "cpu", "--out", str(tmp_path / "eval.json"), "--force",
+                                                 *args])
 
     result = run_eval("--distance", "global+local", "--visibility", "both", "--query", "clean,occluded")
     assert result.exit_code == 0, result.output
@@ -284,6 +285,7 @@ def test_train_with_visibility_weight_then_eval_with_and_without_weighting(tiny_
     occluded_rows = report["rows"][2]
     assert len(occluded_rows["occ_prob"]) == len(occluded_rows["query_rows"]) == 8
     assert occluded_rows["occ_prob_mean"] == pytest.approx(np.mean(occluded_rows["occ_prob"]), abs=1e-6)
+    assert report["obc_head_trained"] is True  # alpha 0.8
     # auto: on for a local distance with a head, off for the global distance
     assert run_eval("--distance", "local", "--query", "clean").exit_code == 0
     assert json.loads((tmp_path / "eval.json").read_text())["visibility"] == "on"

@@ -18,7 +18,8 @@ local part of the distance can be the visibility-weighted aligned distance
 named ``<set>+vis``), and "auto" (the default) means "on" when the model has the head and the
 distance uses local features (``local`` or ``global+local``, without ``--shortlist``), "off"
 otherwise. Every row also reports the OBC head's occlusion probability of each query and
-their mean.
+their mean, except for a checkpoint whose OBC head was not trained (alpha = 1; see
+:mod:`reid.engine.eval_checkpoint`, where :func:`run_eval` loads the checkpoint).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ class QueryResult:
         visibility: the local distance of this row was visibility-weighted.
         query_rows: the set's rows of the query split, ascending, shape [Q].
         occ_prob: the OBC head's probability that each query (in ``query_rows`` order) is
-            occluded, shape [Q]; occ_prob_mean: its mean (None when not extracted).
+            occluded, shape [Q]; occ_prob_mean: its mean (None when not extracted, or when
+            the head was not trained).
     """
 
     name: str
@@ -148,6 +150,7 @@ class EvalReport:
             fingerprints differ): e.g. trained on Market-1501, tested on Occluded-REID.
         distance, metric, rerank, flip, max_rank, shortlist, input_size: how it was computed.
         visibility: "on", "off" or "both", as resolved from the asked value (see the module doc).
+        obc_head_trained: the checkpoint's OBC head was trained (False: no ``occ_prob``; None: unknown).
     """
 
     rows: list[QueryResult]
@@ -166,6 +169,7 @@ class EvalReport:
     checkpoint_fingerprint: str | None = None
     cross_dataset: bool = False
     visibility: str = "off"
+    obc_head_trained: bool | None = None
 
     def row(self, name: str) -> QueryResult:
         """The result of query set ``name``; KeyError when it was not evaluated."""
@@ -475,14 +479,12 @@ def _score(
 def run_eval(config: EvalConfig) -> EvalReport:
     """Load ``config.checkpoint`` and evaluate it on ``config.data`` (what ``reid eval`` runs).
 
-    The input size comes from the checkpoint, not the file (the file's images are resized to
-    it). Says in one line when the checkpoint was trained on a file with another fingerprint:
-    a cross-dataset evaluation (train on Market-1501, test on Occluded-REID), or, for two
-    files of the same source, splits that may differ (query identities seen in training).
-    The report records both fingerprints and ``cross_dataset``.
+    The checkpoint's side (input size, a cross-dataset warning, the fingerprints and
+    ``cross_dataset`` in the report, no occlusion probability of an untrained OBC head) is
+    :mod:`reid.engine.eval_checkpoint`.
     """
+    from reid.engine.eval_checkpoint import load_for_eval, record_checkpoint
     from reid.engine.runs import resolve_checkpoint
-    from reid.models.inference import load_inference_model
 
     checkpoint_path = resolve_checkpoint(config.checkpoint)
     store = read_store(config.data)
@@ -490,16 +492,7 @@ def run_eval(config: EvalConfig) -> EvalReport:
     expand_queries(config.queries, store)
     _check_options(config.distance, config.metric, config.shortlist, config.max_rank, config.rerank)
     dev = resolve_device(config.device)
-    model, spec = load_inference_model(checkpoint_path, device=dev)
-    cross_dataset = spec.dataset_fingerprint != store.fingerprint
-    if cross_dataset:
-        logger.warning(
-            "cross-dataset evaluation: %s was trained on data with fingerprint %s, %s (source %s) has %s; "
-            "input size %dx%d from the checkpoint (if both files come from one source, the splits may differ)",
-            checkpoint_path, spec.dataset_fingerprint[:12] or "(none)", config.data, store.source,
-            store.fingerprint[:12], *spec.input_size,
-        )
-    input_size = spec.input_size
+    model, spec, cross_dataset = load_for_eval(checkpoint_path, config.data, store, dev)
     report = evaluate_model(
         model,
         config.data,
@@ -513,14 +506,12 @@ def run_eval(config: EvalConfig) -> EvalReport:
         batch_size=config.batch_size,
         max_rank=config.max_rank,
         shortlist=config.shortlist,
-        input_size=input_size,
+        input_size=spec.input_size,
         amp=config.amp,
         workers=config.workers,
         store=store,
         visibility=config.visibility,
         normalization=(spec.mean, spec.std),
     )
-    report.checkpoint = str(checkpoint_path)
-    report.checkpoint_fingerprint = spec.dataset_fingerprint
-    report.cross_dataset = cross_dataset
+    record_checkpoint(report, checkpoint_path, spec, cross_dataset)
     return report

@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # evaluator imports torch; presenting a report does not need 
     from reid.engine.evaluator import EvalReport
 
 COLUMNS: tuple[str, ...] = ("query set", "R1", "R5", "R10", "mAP", "mINP", "queries", "P(occ)")
+#: The table's footnote for a checkpoint whose OBC head was not trained.
+OBC_UNTRAINED_NOTE = "P(occ): not reported, the checkpoint's OBC head was not trained (alpha = 1)"
 
 
 def _pct(value: float) -> str:
@@ -24,8 +26,9 @@ def format_table(report: "EvalReport") -> str:
 
     Rates are percentages with two decimals; ``queries`` is the number of queries evaluated
     (those with at least one valid match); ``P(occ)`` the mean over the set's queries of the
-    OBC head's occlusion probability, in percent ("-" when not extracted). A footnote lists
-    query sets with skipped queries.
+    OBC head's occlusion probability, in percent ("-" when not extracted, or when the head was
+    not trained: then a footnote, :data:`OBC_UNTRAINED_NOTE`, says so). A footnote lists query
+    sets with skipped queries.
     """
     body = [
         (row.name, _pct(row.r1), _pct(row.r5), _pct(row.r10), _pct(row.mAP), _pct(row.mINP), str(row.num_queries),
@@ -44,6 +47,8 @@ def format_table(report: "EvalReport") -> str:
     skipped = [f"{row.name}: {row.num_skipped}" for row in report.rows if row.num_skipped]
     if skipped:
         lines.append("queries without a match in the gallery (skipped): " + ", ".join(skipped))
+    if getattr(report, "obc_head_trained", None) is False:
+        lines.append(OBC_UNTRAINED_NOTE)
     return "\n".join(lines)
 
 

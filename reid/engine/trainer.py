@@ -33,7 +33,11 @@ Decisions (documented for review):
   Validation runs every ``eval_every`` epochs and after the last epoch (``eval_every=0``:
   never; then there is no best.pt and evaluators fall back to last.pt).
 * **alpha = 1** (plain AlignedReID): the OBC head is frozen (``requires_grad=False``), so no
-  optimiser touches it (not even weight decay) and DDP does not see it as unused.
+  optimiser touches it (not even weight decay) and DDP does not see it as unused. Its loss and
+  accuracy are still measured (metrics.jsonl) but not logged, and every checkpoint records
+  ``extra["obc_head_trained"]``: True for alpha < 1 or when ``--init-from`` brought a trained
+  head (:func:`reid.models.checkpoint.obc_head_trained`), so that no command reports the
+  occlusion probability of an untrained head.
 * **Divergence**: the loss values (averaged over DDP ranks, so every rank agrees) are checked
   before the backward pass; a NaN or infinity raises :class:`TrainingDiverged` naming the step
   and the values, and the weights are not updated with it.
@@ -90,7 +94,7 @@ from reid.losses import LossBreakdown, LossConfig, compute_losses
 from reid.losses.visibility import visibility_targets
 from reid.models.aligned import ModelConfig, build_model
 from reid.models.transfer import init_from_checkpoint, read_init_checkpoint
-from reid.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, unwrap_model
+from reid.models.checkpoint import Checkpoint, load_checkpoint, obc_head_trained, save_checkpoint, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -401,6 +405,9 @@ class _Run:
             init_from_checkpoint(model, start)
         if config.alpha == 1.0:
             model.obc_head.requires_grad_(False)
+        # A frozen head is as trained as the checkpoint it came from (resumed or --init-from).
+        source = checkpoint if checkpoint is not None else start
+        self.obc_trained = config.alpha < 1 or (obc_head_trained(source.extra) if source is not None else False)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             model = model.to(device, memory_format=torch.channels_last)
@@ -464,7 +471,7 @@ class _Run:
         extra = {
             "config": config.to_dict(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step, "input_size": list(config.input_size), "best_score": self.best_score,
-            "world_size": self.info.world_size,
+            "world_size": self.info.world_size, "obc_head_trained": self.obc_trained,
             "metrics": {k: v for k, v in self.last_record.items() if isinstance(v, (int, float))},
         }
         if self.step_in_epoch > 0 and self.tally is not None:
@@ -529,7 +536,7 @@ class _Run:
                 self._save(self.best_path, with_optimizer=False)
             self._log_record(record)
             self.pending_record = None
-            _log_epoch(record, config.epochs, improved)
+            _log_epoch(record, config.epochs, improved, obc=config.alpha < 1)
         D.barrier(info)
 
     def _run_epoch(self, guard: InterruptGuard) -> dict[str, Any]:
@@ -581,7 +588,8 @@ class _Run:
                 bar.update(1)
                 means = tally.means()
                 bar.set_postfix_str(
-                    f"loss {means[0]:.3f} tri {means[1]:.3f}/{means[2]:.3f} id {means[3]:.3f} obc {means[4]:.3f}",
+                    f"loss {means[0]:.3f} tri {means[1]:.3f}/{means[2]:.3f} id {means[3]:.3f}"
+                    + (f" obc {means[4]:.3f}" if config.alpha < 1 else ""),
                     refresh=False,
                 )
                 if self.step_hook is not None:
@@ -611,12 +619,14 @@ class _Run:
         return self._result(interrupted=True, message=message)
 
 
-def _log_epoch(record: dict[str, Any], epochs: int, improved: bool) -> None:
+def _log_epoch(record: dict[str, Any], epochs: int, improved: bool, obc: bool) -> None:
+    """One log line per epoch; ``obc``: the OBC loss and accuracy are in it (alpha < 1: the head trains)."""
     text = f"epoch {record['epoch']}/{epochs}: "
     if "total" in record:
         text += (
             f"loss {record['total']:.4f} (tri {record['triplet_global']:.4f}/{record['triplet_local']:.4f}, "
-            f"id {record['id']:.4f}, obc {record['obc']:.4f}, obc acc {100 * record['obc_acc']:.1f}%"
+            f"id {record['id']:.4f}"
+            + (f", obc {record['obc']:.4f}, obc acc {100 * record['obc_acc']:.1f}%" if obc else "")
             + (f", twin {record['twin']:.4f}" if record.get("twin") else "") + "), "
             f"lr {record['lr']:.2e}, {record['images_per_s']:.0f} img/s"
         )

@@ -303,7 +303,11 @@ def run_embed(config: EmbedConfig, on_chunk: Callable[[int, int], None] | None =
         "dataset_fingerprint": spec.dataset_fingerprint, "arch": spec.arch,
         "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std),
         "flip": bool(config.flip), "package_version": _package_version(),
+        **({} if spec.obc_head_trained is None else {"obc_head_trained": spec.obc_head_trained}),
     }
+    if spec.obc_head_trained is False:
+        logger.info("%s: the OBC head was not trained (alpha = 1), so 'occlusion' holds NaN, no probability",
+                    config.checkpoint)
     rows = [_read_chunk(p, ("index", "bad_index", "bad_reason")) for p in chunks]
     counts = [len(chunk["index"]) for chunk in rows]
     skipped = [(listing.names[int(i)], str(r)) for chunk in rows for i, r in _bad_of(chunk)]

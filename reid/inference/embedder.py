@@ -5,6 +5,7 @@
     out = embedder.embed(crops)        # uint8 RGB arrays [h, w, 3] or image paths
     out.global_feat                    # [N, D]
     out.occlusion                      # [N], predicted probability that each crop is occluded
+                                       # (NaN when the checkpoint's OBC head was not trained)
 
 Every image is resized to the checkpoint's input size and normalised with its mean/std
 (:class:`reid.models.inference.InferenceSpec`), the path ``reid embed`` and ``reid search`` take.
@@ -33,7 +34,8 @@ class Embeddings:
     Attributes:
         global_feat: shape [N, D], the retrieval feature (``reid eval``'s global feature).
         local_feat: shape [N, H, C], one feature per horizontal stripe, top to bottom.
-        occlusion: shape [N], the OBC head's probability that the image is occluded.
+        occlusion: shape [N], the OBC head's probability that the image is occluded; NaN when
+            the head was not trained (alpha = 1, ``InferenceSpec.obc_head_trained`` False).
     """
 
     global_feat: np.ndarray
@@ -109,7 +111,10 @@ class Embedder:
     def embed_prepared(self, images: torch.Tensor) -> Embeddings:
         """uint8 [B, 3, H, W] at the input size (any device) -> :class:`Embeddings` of the batch."""
         g, l, p = forward_features(self.model, images.to(self.device, non_blocking=True), self.spec, self.flip)
-        return Embeddings(global_feat=g.cpu().numpy(), local_feat=l.cpu().numpy(), occlusion=p.cpu().numpy())
+        occlusion = p.cpu().numpy()
+        if self.spec.obc_head_trained is False:  # an untrained head's output is no probability
+            occlusion = np.full_like(occlusion, np.nan)
+        return Embeddings(global_feat=g.cpu().numpy(), local_feat=l.cpu().numpy(), occlusion=occlusion)
 
     def embed(self, images: Sequence[np.ndarray | str | os.PathLike]) -> Embeddings:
         """Features of ``images`` (uint8 RGB arrays [h, w, 3] / grayscale [h, w], or paths), in order."""

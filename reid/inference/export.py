@@ -3,7 +3,8 @@
 The exported graph takes ``images``: float32 [batch, 3, H, W], RGB, normalised as
 ``(x / 255 - mean) / std`` (H, W, mean and std are in the file's metadata), batch size
 dynamic, and returns ``global`` [batch, D], ``local`` [batch, stripes, C] and ``occlusion``
-[batch] (the OBC head's probability that the image is occluded). After writing, both the
+[batch] (the OBC head's probability that the image is occluded; meaningless when the
+metadata's ``obc_head_trained`` is ``false``: an alpha = 1 checkpoint). After writing, both the
 exported model and the PyTorch model run on the same batch (of another size than the one
 traced, so the dynamic batch is checked too); if any output differs by more than
 ``tolerance`` the file is not kept.
@@ -102,7 +103,9 @@ class ExportReport:
 
 
 def export_metadata(spec: InferenceSpec, checkpoint_fingerprint: str) -> dict[str, str]:
-    """What a runtime needs to feed the file, as strings (ONNX ``metadata_props``)."""
+    """What a runtime needs to feed the file and read its outputs, as strings (ONNX
+    ``metadata_props``); ``obc_head_trained`` is "true", "false" (the ``occlusion`` output is
+    then no probability) or "null" (the checkpoint does not say)."""
     from reid import __version__
 
     height, width = spec.input_size
@@ -121,6 +124,7 @@ def export_metadata(spec: InferenceSpec, checkpoint_fingerprint: str) -> dict[st
         "local_dim": str(spec.local_dim),
         "checkpoint_fingerprint": checkpoint_fingerprint,
         "dataset_fingerprint": spec.dataset_fingerprint,
+        "obc_head_trained": json.dumps(spec.obc_head_trained),
     }
 
 
@@ -185,6 +189,9 @@ def run_export(config: ExportConfig) -> ExportReport:
     model, spec = load_inference_model(config.checkpoint, device="cpu")
     head = ExportHead(model, spec.input_size).eval()
     metadata = export_metadata(spec, file_fingerprint(config.checkpoint))
+    if spec.obc_head_trained is False:
+        logger.info("%s: the OBC head was not trained (alpha = 1): the 'occlusion' output is no probability "
+                    "(metadata obc_head_trained = false)", config.checkpoint)
     # Moved onto ``out`` only when parity holds (and, without ``force``, only if no file appeared there).
     with atomic_path(out, "exported model", overwrite=config.force) as tmp:
         if config.format == "onnx":

@@ -5,13 +5,14 @@ folder, list or file embedded, resolved), ``source_kind`` ("folder", "list", "im
 ``checkpoint`` (resolved path), ``checkpoint_fingerprint`` (SHA-256 of the checkpoint file:
 features are comparable only between equal fingerprints), ``dataset_fingerprint`` (of the
 checkpoint's training file), ``arch``, ``input_size`` [H, W], ``mean`` and ``std`` [3],
-``flip``, ``package_version``.
+``flip``, ``package_version``, ``obc_head_trained`` (absent when the checkpoint does not say:
+:func:`reid.models.checkpoint.obc_head_trained`).
 
 | dataset | dtype, shape | meaning |
 |---|---|---|
 | ``global`` | float32 (N, D) | global feature |
 | ``local`` | float32 (N, H, C) | stripe features (absent with ``--no-local``) |
-| ``occlusion`` | float32 (N,) | OBC probability that the image is occluded |
+| ``occlusion`` | float32 (N,) | OBC probability that the image is occluded (NaN: head not trained) |
 | ``path`` | str (N,) | image, relative to ``source`` ("split/row" for an .h5 source) |
 | ``pid``, ``camid`` | int32 / int16 (N,) | only for an .h5 source |
 | ``skipped_path``, ``skipped_reason`` | str (S,) | images left out under ``--skip-bad`` |
@@ -116,8 +117,8 @@ class FeaturesFile:
     """An open features file, read lazily: ``global``/``local`` rows are sliced on demand, so a
     gallery larger than memory can be streamed in blocks.
 
-    Use as a context manager. Attributes mirror the root attributes; ``paths`` [N] and
-    ``occlusion`` [N] are loaded on open.
+    Use as a context manager. Attributes mirror the root attributes (``obc_head_trained``: None
+    when absent); ``paths`` [N] and ``occlusion`` [N] are loaded on open.
 
     Raises:
         BadInputError: missing, unreadable, not a features file, another format_version, or
@@ -164,6 +165,8 @@ class FeaturesFile:
         self.source = _text(attrs.get("source", ""))
         self.source_kind = _text(attrs.get("source_kind", ""))
         self.input_size = tuple(int(v) for v in attrs.get("input_size", (0, 0)))
+        trained = attrs.get("obc_head_trained")
+        self.obc_head_trained = None if trained is None else bool(trained)
         self.pids = self.h5["pid"][()] if "pid" in self.h5 else None
         self.camids = self.h5["camid"][()] if "camid" in self.h5 else None
 

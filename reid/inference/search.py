@@ -8,6 +8,10 @@ holds one gallery block, one [queries x block] distance block and the [M, k] res
 the [M, N] matrix. Ranks are those of a stable sort of each query's whole row (ties: lower
 gallery row first), the order ``reid eval`` and ``reid rank`` use; the Euclidean ranking is
 computed from ``|g|^2 - 2 q.g`` (see :func:`search_topk`), equal to theirs up to float rounding.
+
+Each query's occlusion probability is reported (JSON, sheet) only when the checkpoint's OBC
+head was trained: for an alpha = 1 checkpoint (the features file's ``obc_head_trained`` False)
+the JSON holds ``"occlusion": null``, the sheet says "OBC head untrained" and one log line why.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ SEARCH_OUTPUTS: tuple[str, ...] = (RESULTS_JSON, "query_*.png", SEARCH_SHEET)
 BLOCK_ELEMENTS = 1 << 25
 #: Size (H, W) of every tile of the figures, before ``scale``.
 TILE_SIZE: tuple[int, int] = (128, 64)
+#: The query label of the sheet in place of the probability of an untrained OBC head.
+UNTRAINED_LABEL = "OBC head untrained"
 
 
 class Gallery(Protocol):
@@ -196,7 +202,9 @@ def _block_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 @dataclass
 class Queries:
     """Query features and where they came from: ``names`` [M] (paths relative to ``root``),
-    ``occlusion`` [M] (OBC probability), ``pids`` [M] when the source was an .h5 file."""
+    ``occlusion`` [M] (OBC probability), ``pids`` [M] when the source was an .h5 file;
+    ``obc_head_trained`` as the checkpoint that embedded them says (a features file's attribute,
+    the embedder's :class:`InferenceSpec`): False means ``occlusion`` is no probability."""
 
     names: list[str]
     global_feat: np.ndarray
@@ -205,6 +213,7 @@ class Queries:
     root: Path
     kind: str
     pids: np.ndarray | None = None
+    obc_head_trained: bool | None = None
 
 
 def load_queries(query: str | Path, gallery: FeaturesFile, checkpoint: str | Path | None, device: str,
@@ -232,7 +241,7 @@ def load_queries(query: str | Path, gallery: FeaturesFile, checkpoint: str | Pat
             return Queries(
                 names=qf.paths, global_feat=qf.global_rows(0, len(qf)),
                 local_feat=qf.local_rows(0, len(qf)) if need_local else None, occlusion=qf.occlusion,
-                root=Path(qf.source), kind=qf.source_kind, pids=qf.pids,
+                root=Path(qf.source), kind=qf.source_kind, pids=qf.pids, obc_head_trained=qf.obc_head_trained,
             )
     checkpoint = Path(checkpoint) if checkpoint is not None else Path(gallery.checkpoint)
     if not checkpoint.is_file():
@@ -248,7 +257,8 @@ def load_queries(query: str | Path, gallery: FeaturesFile, checkpoint: str | Pat
         raise BadInputError(f"{query}: an occluded-reid file; embed it with `reid embed --src {query}` and pass the features file")
     out = embedder.embed(list(listing.files))
     return Queries(names=list(listing.names), global_feat=out.global_feat, local_feat=out.local_feat if need_local else None,
-                   occlusion=out.occlusion, root=listing.root, kind=listing.kind)
+                   occlusion=out.occlusion, root=listing.root, kind=listing.kind,
+                   obc_head_trained=embedder.spec.obc_head_trained)
 
 
 def _is_features_file(path: Path) -> bool:
@@ -304,9 +314,9 @@ class _ImageReader:
 
 def search_figure(queries: Queries, i: int, gallery: FeaturesFile, result: TopK, read_query: _ImageReader,
                   read_gallery: _ImageReader, scale: int = 2) -> np.ndarray:
-    """One row of the sheet: query i (its occlusion probability printed) and its top-k gallery
-    images with their distances; borders green/red when both sides know identities
-    (.h5 sources), grey otherwise."""
+    """One row of the sheet: query i (its occlusion probability printed, or
+    :data:`UNTRAINED_LABEL`) and its top-k gallery images with their distances; borders
+    green/red when both sides know identities (.h5 sources), grey otherwise."""
     from reid.rank import rank_figure
 
     top = result.indices[i]
@@ -316,9 +326,21 @@ def search_figure(queries: Queries, i: int, gallery: FeaturesFile, result: TopK,
     labels = [[f"{r + 1}: d {result.distances[i, r]:.3f}", _short(gallery.paths[j])] for r, j in enumerate(top)]
     return rank_figure(
         read_query(queries.names[i]), [read_gallery(gallery.paths[j]) for j in top], is_match,
-        query_label=[_short(queries.names[i]), f"occluded p={queries.occlusion[i]:.2f}"],
+        query_label=[_short(queries.names[i]), _occlusion_label(queries, i)],
         gallery_labels=labels, scale=scale,
     )
+
+
+def _occlusion_label(queries: Queries, i: int) -> str:
+    """Query i's line under its name on the sheet."""
+    if queries.obc_head_trained is False:
+        return UNTRAINED_LABEL
+    return f"occluded p={queries.occlusion[i]:.2f}"
+
+
+def _occlusion_value(queries: Queries, i: int) -> float | None:
+    """Query i's occlusion probability for the JSON: None when the head was not trained."""
+    return None if queries.obc_head_trained is False else float(queries.occlusion[i])
 
 
 def _short(name: str, width: int = 18) -> str:
@@ -378,15 +400,18 @@ def run_search(config: SearchConfig) -> SearchReport:
         queries = load_queries(config.query, gallery, config.checkpoint, config.device, need_local, config.batch_size)
         if queries.global_feat.shape[1] != gallery.global_dim:
             raise BadInputError(f"{config.query}: {queries.global_feat.shape[1]}-d features, the gallery's are {gallery.global_dim}-d")
+        if queries.obc_head_trained is False:
+            logger.info("%s: its OBC head was not trained (alpha = 1), so no occlusion probability is reported",
+                        gallery.checkpoint or config.gallery)
         result = search_topk(queries.global_feat, gallery, config.top, config.distance, config.metric,
                              q_local=queries.local_feat, device=config.device, block_rows=config.block_rows)
         payload = {
             "gallery": str(gallery.path), "gallery_rows": len(gallery), "gallery_source": gallery.source,
             "checkpoint_fingerprint": gallery.checkpoint_fingerprint, "distance": config.distance,
-            "metric": config.metric, "top": config.top,
+            "metric": config.metric, "top": config.top, "obc_head_trained": queries.obc_head_trained,
             "queries": [
                 {
-                    "query": name, "occlusion": float(queries.occlusion[i]),
+                    "query": name, "occlusion": _occlusion_value(queries, i),
                     "results": [
                         {"rank": r + 1, "path": gallery.paths[j], "row": int(j), "distance": float(result.distances[i, r]),
                          **({"pid": int(gallery.pids[j])} if gallery.pids is not None else {})}

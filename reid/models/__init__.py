@@ -6,6 +6,7 @@ from reid.models.checkpoint import (
     check_state_dict,
     load_checkpoint,
     load_model,
+    obc_head_trained,
     save_checkpoint,
     unwrap_model,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "load_checkpoint",
     "load_inference_model",
     "load_model",
+    "obc_head_trained",
     "save_checkpoint",
     "unwrap_model",
 ]

@@ -6,7 +6,7 @@ without unpickling arbitrary objects::
 
     {"format": "occluded-reid-checkpoint", "format_version": 1, "package_version": str,
      "model_config": ModelConfig.to_dict(), "state_dict": {name: tensor},
-     "dataset_fingerprint": str, "extra": dict,
+     "dataset_fingerprint": str, "extra": dict (``obc_head_trained``: see :func:`obc_head_trained`),
      "optimizer_state": dict | None, "scheduler_state": dict | None,
      "scaler_state": dict | None, "rng_state": dict | None}
 
@@ -228,6 +228,35 @@ def load_checkpoint(
         rng_state=raw.get("rng_state"),
         package_version=str(raw.get("package_version", "")),
     )
+
+
+def obc_head_trained(extra: Mapping[str, Any] | None) -> bool | None:
+    """Whether the OBC head of a checkpoint was trained, from its ``extra`` dict.
+
+    ``reid train`` records it as ``extra["obc_head_trained"]`` (True when alpha < 1, or when
+    ``--init-from`` brought a trained head that alpha = 1 then kept frozen). Older checkpoints
+    fall back to the recorded ``extra["config"]["alpha"] < 1``; an alpha = 1 run started with
+    ``--init-from`` may carry a trained head, so it stays unknown.
+
+    The visibility head needs no such record: ``reid train`` builds one only with
+    ``--visibility-weight`` > 0 (``ModelConfig.visibility_head``), and then its loss, a term
+    outside alpha, always trains it (``--init-from`` keeps a checkpoint's head only for such a run).
+
+    Returns:
+        True or False; None when the checkpoint does not tell (keep reporting the head as before).
+    """
+    if not extra:
+        return None
+    if "obc_head_trained" in extra:
+        recorded = extra["obc_head_trained"]
+        return recorded if isinstance(recorded, bool) else None
+    config = extra.get("config")
+    alpha = config.get("alpha") if isinstance(config, Mapping) else None
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+        return None
+    if alpha < 1:
+        return True
+    return None if config.get("init_from") else False
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[AlignedReID, Checkpoint]:

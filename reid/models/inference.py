@@ -20,7 +20,7 @@ import torch
 from reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reid.engine.features import input_size_from_extra
 from reid.models.aligned import AlignedReID
-from reid.models.checkpoint import Checkpoint, load_model
+from reid.models.checkpoint import Checkpoint, load_model, obc_head_trained
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ class InferenceSpec:
         local_dim: C of each local stripe feature.
         dataset_fingerprint: fingerprint of the HDF5 file the model was trained on.
         package_version: version of the package that wrote the checkpoint.
+        obc_head_trained: whether the OBC head (the occlusion probability) was trained: False
+            for alpha = 1, None when the checkpoint does not say
+            (:func:`reid.models.checkpoint.obc_head_trained`).
     """
 
     checkpoint: Path
@@ -51,6 +54,7 @@ class InferenceSpec:
     local_dim: int
     dataset_fingerprint: str
     package_version: str
+    obc_head_trained: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: lists for tuples, the path as a string."""
@@ -110,6 +114,7 @@ def spec_from_checkpoint(model: AlignedReID, checkpoint: Checkpoint) -> Inferenc
         local_dim=config.local_dim,
         dataset_fingerprint=checkpoint.dataset_fingerprint,
         package_version=checkpoint.package_version,
+        obc_head_trained=obc_head_trained(checkpoint.extra),
     )
 
 

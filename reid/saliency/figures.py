@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from common.sheets import draw_box, hstack_tiles, labelled, upscale, vstack_rows, write_png
-from reid.saliency.mass import SaliencyResult
+from reid.saliency.mass import UNTRAINED_OBC, SaliencyResult
 
 #: The contact sheet :func:`write_saliency_figures` writes beside the per-identity PNGs.
 CONTACT_SHEET = "saliency_sheet.png"
@@ -37,7 +37,8 @@ def overlay_cam(image_rgb: np.ndarray, cam: np.ndarray, scale: int = 3) -> np.nd
 
 def identity_figure(result: SaliencyResult, index: int, scale: int = 3) -> np.ndarray:
     """Figure 2 for one identity, left to right: clean image, occluded copy with its box, then
-    each model's saliency on the occluded copy with the box. uint8 BGR."""
+    each model's saliency on the occluded copy with the box (its label says when the map
+    explains an untrained OBC head). uint8 BGR."""
     i = index
     box = result.boxes[i]
     occ_name = result.occ_type or "occluded"
@@ -49,8 +50,9 @@ def identity_figure(result: SaliencyResult, index: int, scale: int = 3) -> np.nd
     ]
     for m in result.models:
         share = m.box_mass[i]
+        name = f"{m.name} ({UNTRAINED_OBC})" if result.explains_untrained_head(m) else m.name
         tiles.append(labelled(draw_box(overlay_cam(result.occluded_images[i], m.cams[i], scale), box, scale),
-                              [m.name, "in box: n/a" if not math.isfinite(share) else f"in box: {share:.1%}"]))
+                              [name, "in box: n/a" if not math.isfinite(share) else f"in box: {share:.1%}"]))
     return hstack_tiles(tiles)
 
 

@@ -25,7 +25,8 @@ the query's identity, so:
   recognise *this* person; a model that relies on the occluder puts mass on the box.
 * ``"obc"``: S = the OBC head's "occluded" logit (``occ_logits[:, 1]``): where the model sees
   the occlusion. Meaningful for models trained with the OBC loss; for a baseline (alpha = 1)
-  the head is untrained.
+  the head is untrained, and ``reid saliency`` marks such a model's maps so
+  (:meth:`reid.saliency.mass.SaliencyResult.explains_untrained_head`).
 
 Mechanics: a forward hook on the target layer replaces its output by a detached copy that
 requires grad, and the gradient is taken with :func:`torch.autograd.grad` with respect to that

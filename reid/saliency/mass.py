@@ -25,6 +25,8 @@ from common.atomic import atomic_write_json
 
 #: File written by :func:`write_box_mass_json` in ``reid saliency``'s output folder.
 BOX_MASS_JSON = "box_mass.json"
+#: Said of a model whose "obc"-target map explains an OBC head that was never trained (alpha = 1).
+UNTRAINED_OBC = "OBC head untrained"
 
 
 def _clip_box(box: Sequence[int], height: int, width: int) -> tuple[int, int, int, int]:
@@ -80,11 +82,14 @@ class ModelSaliency:
         name: label of the model (e.g. "baseline", "obc").
         cams: float32 maps at the stored image size, shape [n, H, W], values in [0, 1].
         box_mass: share of each map's mass inside its occlusion box, shape [n] (NaN: empty map).
+        obc_head_trained: its checkpoint's OBC head was trained (None: unknown; see
+            :func:`reid.models.checkpoint.obc_head_trained`).
     """
 
     name: str
     cams: np.ndarray
     box_mass: np.ndarray
+    obc_head_trained: bool | None = None
 
     @property
     def mean_box_mass(self) -> float:
@@ -119,6 +124,10 @@ class SaliencyResult:
     models: list[ModelSaliency] = field(default_factory=list)
     occ_type: str = ""
 
+    def explains_untrained_head(self, model: ModelSaliency) -> bool:
+        """``model``'s maps take the logit of an OBC head that was not trained (target "obc")."""
+        return self.target == "obc" and model.obc_head_trained is False
+
     @property
     def area_share(self) -> np.ndarray:
         """Each box's share of the image area (the chance level), shape [n]."""
@@ -138,6 +147,8 @@ def box_mass_summary(result: SaliencyResult, extra: dict[str, Any] | None = None
 
     ``lift`` = mean in-box share / mean box area share: 1 is what a uniform map gives, above 1
     the model looks at the occluder more than at an average region. NaNs are written as null.
+    With the "obc" target each model also says ``obc_head_trained`` (False: its maps explain an
+    untrained head).
     """
     chance = result.area_share
     chance_mean = float(chance.mean()) if chance.size else math.nan
@@ -152,6 +163,7 @@ def box_mass_summary(result: SaliencyResult, extra: dict[str, Any] | None = None
                 "std_box_mass": _finite_or_none(float(finite.std()) if finite.size else math.nan),
                 "lift": _finite_or_none(mean / chance_mean if chance_mean > 0 else math.nan),
                 "n_valid": int(finite.size),
+                **({"obc_head_trained": m.obc_head_trained} if result.target == "obc" else {}),
             }
         )
     per_image = [
@@ -180,7 +192,8 @@ def box_mass_summary(result: SaliencyResult, extra: dict[str, Any] | None = None
 
 
 def format_box_mass_table(summary: dict[str, Any]) -> str:
-    """Plain-text table: model, mean in-box share, std, lift over chance, valid maps."""
+    """Plain-text table: model, mean in-box share, std, lift over chance, valid maps; then one
+    line naming the models whose "obc"-target maps explain an untrained OBC head, if any."""
     header = ("model", "in-box share", "std", "lift", "maps")
     lines_: list[tuple[str, ...]] = []
     for m in summary["models"]:
@@ -190,7 +203,9 @@ def format_box_mass_table(summary: dict[str, Any]) -> str:
     lines_.append(("(chance: box area)", "n/a" if chance is None else f"{chance:.3f}", "", "1.000", str(summary["num_queries"])))
     widths = [max(len(header[i]), *(len(r[i]) for r in lines_)) for i in range(len(header))]
     fmt_row = lambda r: "  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]).rstrip()  # noqa: E731
-    return "\n".join([fmt_row(header), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in lines_])
+    untrained = [m["name"] for m in summary["models"] if m.get("obc_head_trained") is False]
+    note = [f"{', '.join(untrained)}: {UNTRAINED_OBC} (alpha = 1), the map explains no trained decision"] if untrained else []
+    return "\n".join([fmt_row(header), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in lines_] + note)
 
 
 def write_box_mass_json(summary: dict[str, Any], path: str | Path, overwrite: bool = True) -> Path:

@@ -201,8 +201,9 @@ def run_saliency(
     write the Figure-2 PNGs, the contact sheet and :data:`BOX_MASS_JSON` into ``out_dir``.
 
     Each model runs at the input size and with the mean/std its checkpoint records
-    (:func:`reid.models.inference.load_inference_model`). Without ``overwrite`` no file of an
-    earlier run (:data:`SALIENCY_OUTPUTS`) is replaced.
+    (:func:`reid.models.inference.load_inference_model`). With the "obc" target, a model whose
+    OBC head was not trained (alpha = 1) is marked so in its figures, the JSON and the table.
+    Without ``overwrite`` no file of an earlier run (:data:`SALIENCY_OUTPUTS`) is replaced.
 
     Raises:
         BadInputError: a missing or foreign file, unknown --type / --target, ids without an
@@ -225,12 +226,16 @@ def run_saliency(
     rows = select_occluded_queries(store.splits["query"], data, occ_type, ids=ids, n=n, seed=seed)
     dev = resolve_device(device)
     models: list[tuple[str, nn.Module, tuple[int, int], Normalization]] = []
+    heads: list[bool | None] = []
     for label, path in zip(labels, paths):
         model, spec = load_inference_model(path, device=dev)
         if spec.dataset_fingerprint != store.fingerprint:
             logger.warning("%s was trained on data with another fingerprint than %s: the splits may differ", path, data)
         models.append((label, model, spec.input_size, (spec.mean, spec.std)))
+        heads.append(spec.obc_head_trained)
     result = saliency_for_queries(models, data, rows, target=target, device=dev, batch_size=batch_size)
+    for entry, trained in zip(result.models, heads):
+        entry.obc_head_trained = trained
     figures = write_saliency_figures(result, out_dir, scale=scale, overwrite=overwrite)
     summary = box_mass_summary(
         result,
