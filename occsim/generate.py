@@ -1,4 +1,4 @@
-"""Materialise an occluded dataset: source folder -> frozen HDF5 file (DESIGN.md, "The HDF5 file").
+"""Materialise an occluded dataset: source folder -> frozen HDF5 file (docs/design.md, "The HDF5 file").
 
 How the work is split:
 

@@ -1,4 +1,4 @@
-"""Occluders: pure functions that hide a box of a person image (DESIGN.md, "Occluders").
+"""Occluders: pure functions that hide a box of a person image (docs/design.md, "Occluders").
 
 Every occluder has the signature ``(image, rng, params) -> (occluded_image, box)`` where
 

@@ -1,7 +1,7 @@
 """The HDF5 schema (format_version 1): the one place that says what an occluded-reid file holds.
 
 Both the writer and the reader in :mod:`occsim.store` import these definitions, so the two
-cannot drift apart. See DESIGN.md, "The HDF5 file".
+cannot drift apart. See docs/design.md, "The HDF5 file".
 
 Additive parts of format_version 1 (files written before them still read): the per-image
 pixel checksums (:data:`PIXEL_CHECKSUM`), the occluder code ``pedestrian`` and the per-row

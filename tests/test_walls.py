@@ -294,7 +294,7 @@ def test_parser_errors_name_the_real_command_not_main(group: str, args: list[str
 
 
 MODULES = ("reid_curves", "reid_embed", "reid_eval", "reid_export", "reid_rank", "reid_saliency", "reid_search",
-           "reid_study", "reid_train")
+           "reid_recipes", "reid_study", "reid_train")
 
 
 def test_every_reid_module_runs_as_python_m_with_one_line_usage_errors() -> None:

@@ -1,6 +1,6 @@
 """The Market-1501 evaluation protocol: CMC, mAP and mINP from a distance matrix.
 
-This module is the one definition of the protocol (DESIGN.md, "Evaluation protocol");
+This module is the one definition of the protocol (docs/design.md, "Evaluation protocol");
 training-time validation and ``reid eval`` both call :func:`evaluate`. For each query
 (pid p, camera c):
 
