@@ -37,7 +37,7 @@ def main() -> None:
     import torch
 
     from reid.engine.optim import AmpSettings, cpu_has_native_bf16
-    from reid.engine.trainer import apply_gradients, forward_losses
+    from reid.engine.step import apply_gradients, forward_losses
     from reid.losses import LossConfig
     from reid.models import ModelConfig, build_model
 

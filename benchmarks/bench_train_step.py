@@ -85,7 +85,7 @@ class Variant:
         import torch
         from torch.nn import functional as F
 
-        from reid.engine.trainer import apply_gradients, forward_losses, loss_vector
+        from reid.engine.step import apply_gradients, forward_losses, loss_vector
 
         images, labels, occluded = self.batch
         start = time.perf_counter()
@@ -106,7 +106,7 @@ class Variant:
 def _setup(args: argparse.Namespace):
     import torch
 
-    from reid.engine.trainer import resolve_amp
+    from reid.engine.optim import resolve_amp
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = resolve_amp(None, device)

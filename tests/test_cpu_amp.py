@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reid.engine import optim
-from reid.engine.trainer import forward_losses
+from reid.engine.step import forward_losses
 from reid.losses import LossConfig
 from reid.models import ModelConfig, build_model
 

@@ -31,7 +31,8 @@ def test_eval_features_on_the_gpu_match_the_cpu() -> None:
 
 
 def test_an_amp_training_step_lowers_the_loss() -> None:
-    from reid.engine.trainer import apply_gradients, forward_losses, resolve_amp
+    from reid.engine.optim import resolve_amp
+    from reid.engine.step import apply_gradients, forward_losses
 
     torch.manual_seed(0)
     device = torch.device("cuda")

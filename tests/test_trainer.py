@@ -21,6 +21,7 @@ import torch
 from common.errors import BadInputError
 from reid.data.loaders import build_train_loader
 from reid.data.transforms import TransformConfig
+from reid.engine import step as S
 from reid.engine import trainer as T
 from reid.engine.trainer import (
     InterruptGuard,
@@ -220,7 +221,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tiny_store: Path, tmp_path: P
 
 
 def test_nan_loss_stops_naming_the_step(tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = T.compute_losses
+    real = S.compute_losses
     calls = []
 
     def poisoned(output, pids, occluded, config, **kwargs):
@@ -230,7 +231,7 @@ def test_nan_loss_stops_naming_the_step(tiny_store: Path, tmp_path: Path, monkey
             return dataclasses.replace(losses, total=losses.total * float("nan"), obc=torch.tensor(float("inf")))
         return losses
 
-    monkeypatch.setattr(T, "compute_losses", poisoned)
+    monkeypatch.setattr(S, "compute_losses", poisoned)
     with pytest.raises(TrainingDiverged, match=r"diverged at step 2 \(epoch 1, batch 2\): total=nan.*obc=inf"):
         train(_config(tiny_store, tmp_path / "nan", epochs=1))
     assert not (tmp_path / "nan" / "last.pt").exists()

@@ -134,7 +134,7 @@ def _tiny_batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
 
 
 def test_zero_weight_gives_the_head_no_gradient_and_a_weight_needs_the_head() -> None:
-    from reid.engine.trainer import forward_losses
+    from reid.engine.step import forward_losses
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(num_classes=4, arch="resnet18", visibility_head=True), pretrained=None).train()
@@ -152,7 +152,7 @@ def test_zero_weight_gives_the_head_no_gradient_and_a_weight_needs_the_head() ->
 
 
 def test_a_few_steps_with_the_head_lower_the_loss_on_a_fixed_batch() -> None:
-    from reid.engine.trainer import forward_losses
+    from reid.engine.step import forward_losses
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(num_classes=4, arch="resnet18", visibility_head=True), pretrained=None).train()

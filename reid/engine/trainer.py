@@ -22,16 +22,12 @@ Decisions (documented for review):
   from a Ctrl-C in mid-epoch, where the already-trained batches of that epoch are skipped)
   reproduces an uninterrupted run exactly on the CPU. The checkpoint also stores the RNG
   states (torch, CUDA, numpy, python as tensors / plain values), restored on resume.
-* **AMP** (CUDA only; ``amp=None`` means on with CUDA): bfloat16 autocast without a
-  GradScaler when the GPU supports bf16 (Ampere and newer: same exponent range as float32,
-  so no loss scaling), else float16 autocast with ``torch.amp.GradScaler``. The losses run
-  in float32 whatever the autocast (see :mod:`reid.losses.multitask`). On CUDA the network
-  also runs channels-last and cuDNN autotunes (not bit-reproducible; CPU runs are).
-* **Best checkpoint**: the validation score is the mean of the clean-query mAP and the mean
-  mAP over the occluded query sets (one per occluder type), i.e. clean and occluded weigh
-  equally, which is the project's goal (robust to occlusion without losing clean accuracy).
-  Validation runs every ``eval_every`` epochs and after the last epoch (``eval_every=0``:
-  never; then there is no best.pt and evaluators fall back to last.pt).
+* **AMP**: see :func:`reid.engine.optim.resolve_amp` (bf16, or fp16 with a GradScaler, on
+  CUDA; bf16 on a CPU only where it is native). Losses run in float32 whatever the autocast.
+  On CUDA the network runs channels-last and cuDNN autotunes (not bit-reproducible; CPU runs are).
+* **Best checkpoint**: the validation score is the mean of the clean mAP and the mean mAP over
+  the occluded query sets, so clean and occluded weigh equally (the project's goal). Validation
+  runs every ``eval_every`` epochs and after the last (0: never; no best.pt then).
 * **alpha = 1** (plain AlignedReID): the OBC head is frozen (``requires_grad=False``), so no
   optimiser touches it (not even weight decay) and DDP does not see it as unused. Its loss and
   accuracy are still measured (metrics.jsonl) but not logged, and every checkpoint records
@@ -45,16 +41,10 @@ Decisions (documented for review):
   the step is complete), then last.pt is written with the position inside the epoch and
   :func:`train` returns a result with ``interrupted=True`` and a message saying how to resume.
 
-Metrics (one JSON line per epoch)::
+Metrics (one JSON line per epoch): see :mod:`reid.engine.step`.
 
-    {"epoch": 3, "step": 600, "lr": 3.5e-4, "images_per_s": 412.0, "seconds": 31.0, "cpu_seconds": 58.0,
-     "total": .., "triplet_global": .., "triplet_local": .., "id": .., "obc": ..,
-     "obc_acc": .., "id_acc": .., "violation_fraction": ..,
-     "val": {"queries": {"clean": {"R1": .., "mAP": ..}, "occluded:mean": {...}}, "score": ..}}
-
-``val`` appears only on validated epochs; rates are fractions in [0, 1].
-
-The rooms around the loop (this module keeps the step, the epoch loop and checkpoints):
+The rooms around the loop (this module keeps the epoch loop and checkpoints):
+:mod:`reid.engine.step` (the step, the logged losses, the epoch tally and log line),
 :mod:`reid.engine.config` (TrainConfig, torch-free), :mod:`reid.engine.optim` (optimiser,
 learning-rate schedule, AMP), :mod:`reid.engine.rng` (per-epoch seeds, RNG state),
 :mod:`reid.engine.interrupt` (Ctrl-C guard), :mod:`reid.engine.run_folder` (run-folder checks,
@@ -63,7 +53,6 @@ metrics.jsonl); their public names are importable from here too.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -83,88 +72,28 @@ from occsim.store import StoreInfo, read_store
 from reid import __version__
 from reid.data.loaders import build_train_loader
 from reid.engine import distributed as D
-from reid.engine.config import RESUME_MUTABLE, TrainConfig, config_differences  # noqa: F401 (public names)
+from reid.engine.config import TrainConfig, config_differences  # noqa: F401 (config_differences: public name)
 from reid.engine.curves import plot_run_curves, read_metrics
 from reid.engine.interrupt import InterruptGuard
 from reid.engine.optim import AmpSettings, build_optimizer, learning_rate, resolve_amp, set_lr  # noqa: F401
 from reid.engine.rng import epoch_seed, rng_state, seed_everything, set_rng_state
-from reid.engine.run_folder import RUN_FILES, append_metrics, prepare_run_dir, rewrite_metrics  # noqa: F401
+from reid.engine.run_folder import append_metrics, prepare_run_dir, rewrite_metrics  # noqa: F401
 from reid.engine.runs import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, LAST_CHECKPOINT, METRICS_FILE
-from reid.losses import LossBreakdown, LossConfig, compute_losses
-from reid.losses.visibility import visibility_targets
+from reid.engine.step import (
+    LOGGED_LOSSES,
+    EpochTally,
+    TrainingDiverged,
+    apply_gradients,
+    fmt_losses,
+    forward_losses,
+    log_epoch,
+    loss_vector,
+)
 from reid.models.aligned import ModelConfig, build_model
 from reid.models.transfer import init_from_checkpoint, read_init_checkpoint
 from reid.models.checkpoint import Checkpoint, load_checkpoint, obc_head_trained, save_checkpoint, unwrap_model
 
 logger = logging.getLogger(__name__)
-
-#: Loss-breakdown fields logged per step and per epoch, in this order.
-LOGGED_LOSSES: tuple[str, ...] = (
-    "total", "triplet_global", "triplet_local", "id", "obc", "obc_acc", "id_acc", "violation_fraction",
-    "visibility", "twin",
-)
-
-
-class TrainingDiverged(BadInputError):
-    """A NaN or infinite loss: the run stops (the CLI prints one line and exits with 2)."""
-
-
-# --------------------------------------------------------------------- one step
-
-
-def forward_losses(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    occluded: torch.Tensor,
-    loss_config: LossConfig,
-    amp: AmpSettings | None = None,
-    clean_index: torch.Tensor | None = None,
-    boxes: torch.Tensor | None = None,
-    occ_type: torch.Tensor | None = None,
-) -> LossBreakdown:
-    """Forward one batch and compute the multi-task loss.
-
-    Args:
-        model: AlignedReID (possibly DDP-wrapped) in train mode.
-        images: float32 normalised, shape [B, 3, H, W].
-        labels: contiguous class indices, shape [B].
-        occluded: shape [B] bool (True = occluded).
-        clean_index: shape [B], each image's clean original (for ``exclude_twin_positive``).
-        boxes, occ_type: shape [B, 4] occluder boxes in input pixels (-1s when none) and [B]
-            occluder codes (``Batch.boxes``, ``Batch.occ_type``): the visibility targets of a
-            model with a visibility head (without boxes, occluded images get no target).
-    """
-    with (amp.autocast() if amp is not None else contextlib.nullcontext()):
-        output = model(images)
-    target = None
-    if output.has_visibility:
-        num_stripes = output.visibility_logits.shape[1]
-        target = visibility_targets(boxes, occluded, occ_type, tuple(images.shape[-2:]), num_stripes)
-    return compute_losses(output, labels, occluded, loss_config, clean_index=clean_index, visibility_target=target)
-
-
-def apply_gradients(
-    total: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
-) -> None:
-    """Backward ``total`` and take one optimiser step (through ``scaler`` when given)."""
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        total.backward()
-        optimizer.step()
-
-
-def loss_vector(losses: LossBreakdown) -> torch.Tensor:
-    """The :data:`LOGGED_LOSSES` values, detached float32, shape [len(LOGGED_LOSSES)]."""
-    return torch.stack([getattr(losses, name).detach().float().reshape(()) for name in LOGGED_LOSSES])
-
-
-# ------------------------------------------------------------------ result
-
 
 @dataclass
 class TrainResult:
@@ -194,9 +123,6 @@ class TrainResult:
     interrupted: bool = False
     message: str = ""
     model: nn.Module | None = field(default=None, repr=False, compare=False)
-
-
-# ------------------------------------------------------------------ validation
 
 
 def validation_score(queries: dict[str, dict[str, float]]) -> float:
@@ -294,57 +220,8 @@ def train(config: TrainConfig, step_hook: StepHook | None = None) -> TrainResult
         D.cleanup_distributed(info)
 
 
-@dataclass
-class EpochTally:
-    """Running sums of one epoch's logged losses (kept across a mid-epoch Ctrl-C and resume).
-
-    Attributes:
-        sums: per :data:`LOGGED_LOSSES` name, the sum over steps of the rank-averaged value.
-        steps: steps summed; images: images trained on (all ranks); seconds: time of those
-            steps (data loading included, skipped batches of a resumed epoch excluded);
-            cpu_seconds: this process's CPU time (all its threads) over the same steps, which
-            unlike ``seconds`` hardly depends on what else the machine runs.
-    """
-
-    sums: list[float]
-    steps: int = 0
-    images: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
-
-    @classmethod
-    def empty(cls) -> EpochTally:
-        return cls([0.0] * len(LOGGED_LOSSES))
-
-    def add(self, values: list[float], images: int, seconds: float, cpu_seconds: float = 0.0) -> None:
-        self.sums = [a + b for a, b in zip(self.sums, values)]
-        self.steps += 1
-        self.images += images
-        self.seconds += seconds
-        self.cpu_seconds += cpu_seconds
-
-    def means(self) -> list[float]:
-        return [v / self.steps for v in self.sums] if self.steps else [float("nan")] * len(self.sums)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sums": list(self.sums), "steps": self.steps, "images": self.images, "seconds": self.seconds,
-                "cpu_seconds": self.cpu_seconds}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EpochTally:
-        sums = [float(v) for v in data.get("sums", [])]
-        if len(sums) != len(LOGGED_LOSSES):
-            return cls.empty()
-        return cls(sums, int(data.get("steps", 0)), int(data.get("images", 0)), float(data.get("seconds", 0.0)),
-                   float(data.get("cpu_seconds", 0.0)))
-
-
 def _train(config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None) -> TrainResult:
     return _Run(config, device, info, step_hook).run()
-
-
-def _fmt_losses(values: dict[str, float]) -> str:
-    return ", ".join(f"{name}={values[name]:.4g}" for name in LOGGED_LOSSES if name in values)
 
 
 class _Run:
@@ -536,7 +413,7 @@ class _Run:
                 self._save(self.best_path, with_optimizer=False)
             self._log_record(record)
             self.pending_record = None
-            _log_epoch(record, config.epochs, improved, obc=config.alpha < 1)
+            log_epoch(record, config.epochs, improved, obc=config.alpha < 1)
         D.barrier(info)
 
     def _run_epoch(self, guard: InterruptGuard) -> dict[str, Any]:
@@ -574,7 +451,7 @@ class _Run:
                 if not all(math.isfinite(v) for v in values):
                     raise TrainingDiverged(
                         f"{config.out}: training diverged at step {step} (epoch {epoch + 1}, batch {index + 1}): "
-                        f"{_fmt_losses(dict(zip(LOGGED_LOSSES, values)))}; lower --lr (now {lr:g}) or check the data "
+                        f"{fmt_losses(dict(zip(LOGGED_LOSSES, values)))}; lower --lr (now {lr:g}) or check the data "
                         f"({config.data}); "
                         + (f"the last good checkpoint is {self.last_path}" if self.last_path.is_file()
                            else "no checkpoint was written")
@@ -617,23 +494,3 @@ class _Run:
             message = f"interrupted {where}; saved {self.last_path}; continue with: {_resume_hint(self.config)}"
             logger.warning(message)
         return self._result(interrupted=True, message=message)
-
-
-def _log_epoch(record: dict[str, Any], epochs: int, improved: bool, obc: bool) -> None:
-    """One log line per epoch; ``obc``: the OBC loss and accuracy are in it (alpha < 1: the head trains)."""
-    text = f"epoch {record['epoch']}/{epochs}: "
-    if "total" in record:
-        text += (
-            f"loss {record['total']:.4f} (tri {record['triplet_global']:.4f}/{record['triplet_local']:.4f}, "
-            f"id {record['id']:.4f}"
-            + (f", obc {record['obc']:.4f}, obc acc {100 * record['obc_acc']:.1f}%" if obc else "")
-            + (f", twin {record['twin']:.4f}" if record.get("twin") else "") + "), "
-            f"lr {record['lr']:.2e}, {record['images_per_s']:.0f} img/s"
-        )
-    else:  # a resumed epoch whose steps had all run before the interruption
-        text += "finished"
-    val = record.get("val")
-    if val:
-        parts = [f"{name} R1 {100 * s['R1']:.1f} mAP {100 * s['mAP']:.1f}" for name, s in val["queries"].items()]
-        text += f"; val {', '.join(parts)}; score {100 * val['score']:.2f}" + (" (best)" if improved else "")
-    logger.info(text)
