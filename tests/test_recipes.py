@@ -143,3 +143,14 @@ def test_schedule_cut_short_by_the_epochs_is_said() -> None:
     steps = schedule_warnings(TrainConfig(epochs=50, schedule="step"))
     assert len(steps) == 1 and "--milestones 70 fall at or after --epochs 50" in steps[0]
     assert schedule_warnings(apply_recipes(TrainConfig(), ("cpu",))) == []
+
+
+def test_a_huge_size_is_refused_before_any_work_and_too_many_stripes_are_said() -> None:
+    from reid.engine.config import schedule_warnings
+
+    with pytest.raises(BadInputError, match=r"--size 100000x100000: each side must be 1 to 4096 pixels"):
+        TrainConfig(input_size=(100000, 100000))
+    warnings = schedule_warnings(TrainConfig(input_size=(64, 32), num_stripes=99, schedule="cosine", epochs=20))
+    assert len(warnings) == 1 and "--stripes 99: the last feature map of a 64-pixel-high input has 4 rows" in warnings[0]
+    assert schedule_warnings(TrainConfig(input_size=(128, 64), last_stride=2, num_stripes=4, schedule="cosine",
+                                         epochs=20)) == []

@@ -14,7 +14,16 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from common.errors import BadInputError
-from common.options import Option, comma_text, comma_words, int_list, parse_size, size_text, validate_options
+from common.options import (
+    Option,
+    check_image_size,
+    comma_text,
+    comma_words,
+    int_list,
+    parse_size,
+    size_text,
+    validate_options,
+)
 from reid.options import (
     ERASING_FILLS,
     ALPHA,
@@ -227,6 +236,7 @@ class TrainConfig:
              "batch; add --train-on both")
         need(len(self.input_size) == 2 and min(self.input_size) >= 16,
              f"--size {'x'.join(map(str, self.input_size))}: both sides must be at least 16 pixels")
+        check_image_size(self.input_size)  # before any work: a huge size fails in cv2, mid-run
         need(bool(self.eval_queries), "eval_queries: give at least one query set")
         need(not (self.resume and self.force), "--resume and --force: pass one of them, not both")
         # The run folder's files are replaced by this run: a checkpoint in it is an input.
@@ -272,8 +282,14 @@ class TrainConfig:
 def schedule_warnings(config: TrainConfig) -> list[str]:
     """One line for each part of the learning-rate schedule that ``config.epochs`` cuts short
     (a run that never reaches its peak learning rate, or never decays, trains differently
-    from what its options say)."""
+    from what its options say), and for more stripes than the last feature map has rows
+    (adaptive pooling then repeats rows: the extra stripes add cost, not information)."""
     out = []
+    rows = max(1, config.input_size[0] // (16 if config.last_stride == 1 else 32))  # the last map's rows
+    if config.num_stripes > rows:
+        out.append(f"--stripes {config.num_stripes}: the last feature map of a {config.input_size[0]}-pixel-high "
+                   f"input has {rows} rows at --last-stride {config.last_stride}, so stripes repeat rows; use at "
+                   f"most {rows}")
     if config.warmup_epochs >= config.epochs:
         out.append(f"--warmup-epochs {config.warmup_epochs} is not shorter than --epochs {config.epochs}: the "
                    f"learning rate never reaches --lr {config.lr:g}; lower --warmup-epochs (or use a --recipe)")
