@@ -41,7 +41,7 @@ from occsim.schema import OCCLUDER_NAMES
 
 logger = logging.getLogger(__name__)
 
-SQUARE_OCCLUDERS: tuple[str, ...] = ("mean", "black")  # the --patch-px square ones
+SQUARE_OCCLUDERS: tuple[str, ...] = ("mean", "black")  # the --patch square ones
 PASTED_OCCLUDERS: tuple[str, ...] = ("pedestrian",)  # need another image: occsim.pedestrian
 
 Box = tuple[int, int, int, int]  # x, y, w, h

@@ -3,7 +3,7 @@
 One run = one folder ``runs/<name>/``::
 
     runs/<name>/config.json     the training configuration (JSON)
-    runs/<name>/metrics.jsonl   one JSON object per logged step / validation
+    runs/<name>/metrics.jsonl   one JSON object per epoch (with its validation, when it ran)
     runs/<name>/last.pt         the latest checkpoint (written atomically)
     runs/<name>/best.pt         the checkpoint with the best validation score
     runs/<name>/curves.png      training curves

@@ -438,9 +438,4 @@ def run_search(config: SearchConfig) -> SearchReport:
     return SearchReport(json_path=json_path, figures=figures, num_queries=len(queries.names))
 
 
-def topk_matches_dense(distmat: np.ndarray, top: int) -> np.ndarray:
-    """Reference: the first ``top`` columns of a stable argsort of each row (for tests and benchmarks)."""
-    return np.argsort(distmat, axis=1, kind="stable")[:, :top]
-
-
 __all__: Sequence[str] = ("ArrayGallery", "TopK", "search_topk", "run_search", "SearchConfig", "load_queries")
