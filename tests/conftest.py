@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import pytest
 
@@ -135,3 +136,41 @@ def write_fresh_checkpoint(path: Path, store: Path, **extra: Any) -> Path:
 def checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A freshly initialised resnet18 checkpoint for tiny_store (input 64x32), as `reid train` writes one."""
     return write_fresh_checkpoint(tmp_path_factory.mktemp("run") / "baseline" / "last.pt", tiny_store)
+
+
+# ------------------------------------------------------------ a Market-1501 source folder
+
+MARKET_FILES: tuple[tuple[str, str], ...] = (
+    ("bounding_box_train", "0002_c1s1_000451_03.jpg"),
+    ("bounding_box_train", "0002_c2s1_000301_01.jpg"),
+    ("bounding_box_train", "0007_c3s3_077419_03.jpg"),
+    ("bounding_box_train", "0010_c6s4_002427_02.jpg"),
+    ("query", "0001_c1s1_001051_00.jpg"),
+    ("query", "0003_c2s1_000201_00.jpg"),
+    ("bounding_box_test", "-1_c1s1_000401_03.jpg"),
+    ("bounding_box_test", "0000_c5s1_000101_04.jpg"),
+    ("bounding_box_test", "0001_c4s2_012345_02.jpg"),
+    ("bounding_box_test", "0003_c5s3_054321_01.jpg"),
+    ("bounding_box_test", "0003_c1s1_000777_01.jpg"),
+)
+
+
+def write_jpeg(path: Path, seed: int, size: tuple[int, int] = (32, 16)) -> None:
+    """A small smooth colour JPEG (distinct per seed)."""
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.integers(0, 256, size=(4, 2, 3), dtype=np.uint8), (size[1], size[0]),
+                       interpolation=cv2.INTER_LINEAR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def make_market_tree(root: Path, files: tuple[tuple[str, str], ...] = MARKET_FILES,
+                     size: tuple[int, int] = (32, 16)) -> Path:
+    """Write ``files`` as small JPEGs under ``root`` plus the stray Thumbs.db and a .mat file."""
+    for i, (folder, name) in enumerate(files):
+        write_jpeg(root / folder / name, seed=i, size=size)
+    (root / "bounding_box_test" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))
+    (root / "gt_query").mkdir(parents=True, exist_ok=True)
+    (root / "gt_query" / "0001_c1s1_001051_00_good.mat").write_bytes(b"MATLAB")
+    (root / "readme.txt").write_text("Market-1501")
+    return root

@@ -23,7 +23,7 @@ from occsim.occluders import OCCLUDERS, OccluderParams
 from occsim.schema import SPLITS, OccType
 from occsim.spool import SPOOL_PREFIX, Slot, wait_for_slot
 from occsim.store import StoreWriter, open_h5, read_images, read_store
-from tests.test_sources import MARKET_FILES, make_market_tree, write_jpeg
+from tests.conftest import MARKET_FILES, make_market_tree, write_jpeg
 
 SIZE = (32, 16)  # stored size used by most tests: small and fast
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from cli.occsim_cli import main
 from occsim.store import open_h5, read_images, read_store
 from tests.conftest import one_error_line
-from tests.test_sources import make_market_tree, write_jpeg
+from tests.conftest import make_market_tree, write_jpeg
 
 SMALL = ["--size", "32x16", "--patch", "10", "--workers", "1"]
 

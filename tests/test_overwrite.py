@@ -142,7 +142,7 @@ def test_two_store_writers_of_one_file_cannot_both_succeed(tmp_path: Path) -> No
 def test_occsim_generate_loses_to_a_writer_that_finished_first(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import occsim.generate as gen
-    from tests.test_sources import make_market_tree
+    from tests.conftest import make_market_tree
 
     market = make_market_tree(tmp_path / "Market")
     other = write_tiny_store(tmp_path / "other.h5", seed=7)

@@ -27,7 +27,7 @@ from occsim.plan import plan_boxes
 from occsim.schema import OCCLUSION_KINDS, SPLITS, OccType
 from occsim.store import SplitManifest, open_h5, read_images, read_store
 from occsim.validation import _subset
-from tests.test_sources import MARKET_FILES, make_market_tree, write_jpeg
+from tests.conftest import MARKET_FILES, make_market_tree, write_jpeg
 
 SIZE = (32, 16)
 

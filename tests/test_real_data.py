@@ -22,7 +22,7 @@ from occsim.schema import NO_BOX, OccType
 from occsim.store import open_h5, read_images, read_store
 from tests.conftest import one_error_line
 from tests.test_readers import make_csv_tree, make_cuhk01, make_occluded_reid, write_image
-from tests.test_sources import make_market_tree
+from tests.conftest import make_market_tree
 
 SMALL = ["--size", "32x16", "--patch", "10", "--workers", "1"]
 

@@ -628,7 +628,7 @@ def test_ctrl_c_during_generate_is_one_line_exit_130_and_leaves_nothing(tmp_path
 
     # What was installed before (SIG_IGN when the suite runs as a background job, e.g. under nohup).
     before = signal.getsignal(signal.SIGINT)
-    from tests.test_sources import make_market_tree
+    from tests.conftest import make_market_tree
 
     market = make_market_tree(tmp_path / "Market")
     out_dir = tmp_path / "out"
