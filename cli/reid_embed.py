@@ -24,6 +24,10 @@ from reid.options import DEVICES
 @click.option("--local/--no-local", default=True, show_default=True,
               help="Also store the stripe features (needed by `reid search --distance global+local`).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(("auto", "torch", "onnxruntime")), default="auto", show_default=True,
+              help="Runtime of the network: onnxruntime (CPU; the `reid export` graph, checked against PyTorch) or "
+                   "torch. auto: onnxruntime on the CPU when onnx and onnxruntime are installed and the checkpoint "
+                   "exports, else torch; a --resume keeps the interrupted run's backend. One log line says which.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes decoding images (0: in the main process).")
@@ -34,7 +38,7 @@ from reid.options import DEVICES
 @force_option
 @handle_bad_input
 def embed_command(checkpoint: Path | None, src: Path, out: Path, splits: str, flip: bool, local: bool, device: str,
-                  batch_size: int, workers: int, skip_bad: bool, resume: bool, force: bool) -> None:
+                  backend: str, batch_size: int, workers: int, skip_bad: bool, resume: bool, force: bool) -> None:
     """Embed images with a trained model: global [N, D], stripe [N, H, C] features and the
     predicted occlusion probability [N], with each image's relative path. Same input, same bytes."""
     from reid.engine.runs import resolve_checkpoint
@@ -43,7 +47,7 @@ def embed_command(checkpoint: Path | None, src: Path, out: Path, splits: str, fl
     report = run_embed(EmbedConfig(
         checkpoint=resolve_checkpoint(checkpoint), src=src, out=out, batch_size=batch_size, workers=workers,
         device=device, flip=flip, local=local, skip_bad=skip_bad, resume=resume, force=force,
-        splits=split_commas(splits),
+        splits=split_commas(splits), backend=backend,
     ))
     skipped = f", {len(report.skipped)} unreadable skipped" if report.skipped else ""
     resumed = f", {report.resumed_rows} kept from the interrupted run" if report.resumed_rows else ""

@@ -61,6 +61,7 @@ class EmbedConfig:
         force: replace an existing ``out`` (never ``src`` or ``checkpoint``).
         splits: the splits of an ``.h5`` source, in this order.
         chunk_rows: images per spool chunk (rounded up to whole batches): the most work a kill can lose.
+        backend: "auto", "torch" or "onnxruntime" (:mod:`reid.inference.backends`).
     """
 
     checkpoint: Path
@@ -76,6 +77,7 @@ class EmbedConfig:
     force: bool = False
     splits: tuple[str, ...] = SPLITS
     chunk_rows: int = 4096
+    backend: str = "auto"
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -269,13 +271,15 @@ def run_embed(config: EmbedConfig, on_chunk: Callable[[int, int], None] | None =
             ``skip_bad`` (nothing is written then, the finished chunks stay for ``--resume``);
             a spool folder left by another run.
     """
+    from reid.inference.backends import open_backend, plan_backend
     from reid.inference.embedder import Embedder
     from reid.models.inference import file_fingerprint
 
     config.validate()
     out = Path(config.out)
     listing = list_images(config.src, config.splits)
-    embedder = Embedder(config.checkpoint, device=config.device, batch_size=config.batch_size, flip=config.flip)
+    plan = plan_backend(config.backend, config.device, spool_dir(out) if config.resume else None)
+    embedder = Embedder(config.checkpoint, device=plan.device, batch_size=config.batch_size, flip=config.flip)
     spec = embedder.spec
     fingerprint = file_fingerprint(config.checkpoint)
     spool, done_chunks = _open_spool(config, _spool_manifest(config, listing, fingerprint))
@@ -290,7 +294,9 @@ def run_embed(config: EmbedConfig, on_chunk: Callable[[int, int], None] | None =
     computed = 0
     if first_item < n:
         try:
-            computed = _embed_remaining(config, listing, embedder, spool, len(done_chunks), on_chunk)
+            runner = open_backend(plan, embedder, spool, fingerprint, resumed=bool(done_chunks))
+            started = time.perf_counter()  # the rate is of embedding, without an ONNX export
+            computed = _embed_remaining(config, listing, runner, spool, len(done_chunks), on_chunk)
         except BaseException as exc:
             _keep_or_drop_spool(spool, exc)
             raise
