@@ -28,12 +28,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from reid.distance import (
-    aligned_local_distance,
-    combined_distance,
-    pairwise_distance,
-    shortlist_aligned_distance,
-)
+from reid.distance import aligned_local_distance, pairwise_distance
+from reid.retrieval_distance import combined_distance, shortlist_aligned_distance
 from reid.metrics import evaluate
 
 

@@ -4,7 +4,7 @@ Sizes: 3368 queries x 15913 gallery rows, 8 stripes of 128-d (Market-1501), rand
 and random visibilities; ``--quick``: 500 x 2000.
 
 * baseline: :func:`reid.distance.aligned_local_distance` (the in-place evaluation path);
-* measured: :func:`reid.distance.visibility_weighted_aligned_distance` (the same blocked
+* measured: :func:`reid.retrieval_distance.visibility_weighted_aligned_distance` (the same blocked
   product and in-place anti-diagonal programme, plus the weights, the pair's weighted mean
   and the imputed cell costs).
 
@@ -22,7 +22,8 @@ from collections.abc import Callable
 
 import torch
 
-from reid.distance import aligned_local_distance, visibility_weighted_aligned_distance
+from reid.distance import aligned_local_distance
+from reid.retrieval_distance import visibility_weighted_aligned_distance
 
 
 def _median_seconds(fn: Callable[[], object], repeat: int) -> float:

@@ -27,7 +27,7 @@ from common.device import resolve_device
 from common.errors import BadInputError
 from common.sheets import hstack_tiles, labelled, upscale, vstack_rows, write_png
 from occsim.store import open_h5, read_images, read_store
-from reid.distance import combined_distance
+from reid.retrieval_distance import combined_distance
 from reid.engine.evaluator import DISTANCE_CHOICES, METRIC_CHOICES, expand_queries, gallery_rows
 from reid.engine.features import DEFAULT_INPUT_SIZE, extract_features
 
@@ -185,7 +185,7 @@ def write_rank_figures(
     """Ranking figures for a few queries of one query set against the gallery.
 
     Gallery features are extracted once; distances come from
-    :func:`reid.distance.combined_distance`; ranks from :func:`protocol_topk`.
+    :func:`reid.retrieval_distance.combined_distance`; ranks from :func:`protocol_topk`.
 
     Args:
         model: returns a ModelOutput (global_feat, local_feat).

@@ -1,4 +1,5 @@
-"""Tests of reid.distance: global distances, the aligned local distance, matrices, shortlist."""
+"""Tests of reid.distance (global distances, the aligned local distance) and reid.retrieval_distance
+(matrices, shortlist)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ import torch
 from common.errors import BadInputError
 from reid.distance import (
     aligned_local_distance,
-    combined_distance,
     cosine_distance,
     euclidean_distance,
     pairwise_distance,
-    shortlist_aligned_distance,
     stripe_distance,
 )
+from reid.retrieval_distance import combined_distance, shortlist_aligned_distance
 
 
 def _brute_aligned(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -229,11 +229,11 @@ def test_half_precision_under_autocast_keeps_finite_gradients() -> None:
 
 
 def test_smallest_k_is_the_first_k_of_a_stable_sort() -> None:
-    from reid.distance import _smallest_k
+    from reid.retrieval_distance import smallest_k
 
     gen = torch.Generator().manual_seed(4)
     dist = torch.randint(0, 4, (30, 25), generator=gen).float()  # many ties
     for k in (1, 3, 10, 25):
-        got = _smallest_k(dist, k)
+        got = smallest_k(dist, k)
         want = torch.sort(dist, dim=1, stable=True).indices[:, :k]
         assert torch.equal(got.sort(dim=1).values, want.sort(dim=1).values)

@@ -213,7 +213,7 @@ def test_evaluate_model_on_tiny_store(model: nn.Module, tiny_store: Path) -> Non
 
 
 def test_rerank_and_shortlist_paths(model: nn.Module, tiny_store: Path) -> None:
-    from reid.distance import combined_distance
+    from reid.retrieval_distance import combined_distance
     from reid.metrics.protocol import evaluate
     from reid.metrics.rerank import re_rank
 

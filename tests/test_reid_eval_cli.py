@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cli.reid_eval import eval_command
 from occsim.store import read_store
-from reid.distance import combined_distance
+from reid.retrieval_distance import combined_distance
 from reid.engine.features import extract_features
 from reid.metrics.protocol import evaluate
 from reid.models.aligned import ModelConfig, build_model

@@ -17,7 +17,8 @@ from occsim.store import read_store
 from reid.data.collate import CollatePairs
 from reid.data.datasets import NO_BOX_F, PairedTrainSet, transform_item
 from reid.data.transforms import EvalTransform, TrainTransform, TransformConfig, item_rng
-from reid.distance import aligned_local_distance, combined_distance, visibility_weighted_aligned_distance
+from reid.distance import aligned_local_distance
+from reid.retrieval_distance import combined_distance, visibility_weighted_aligned_distance
 from reid.losses import LossConfig, compute_losses
 from reid.losses.visibility import stripe_coverage, visibility_loss, visibility_targets
 from reid.models.aligned import ModelConfig, build_model

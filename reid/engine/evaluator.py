@@ -1,7 +1,7 @@
 """The evaluator: the one place that training-time validation and ``reid eval`` both call.
 
 Pipeline: gallery features once, the features of every query set, a query-by-gallery
-distance matrix (:func:`reid.distance.combined_distance`), optional k-reciprocal re-ranking
+distance matrix (:func:`reid.retrieval_distance.combined_distance`), optional k-reciprocal re-ranking
 (:func:`reid.metrics.rerank.re_rank`), then the Market-1501 protocol
 (:func:`reid.metrics.protocol.evaluate`) per query set.
 
@@ -13,7 +13,7 @@ gallery row, which differs only when the file was generated with ``--occlude-gal
 
 Visibility: for a model with a visibility head (trained with ``--visibility-weight``), the
 local part of the distance can be the visibility-weighted aligned distance
-(:func:`reid.distance.visibility_weighted_aligned_distance`): ``visibility`` "on" uses it,
+(:func:`reid.retrieval_distance.visibility_weighted_aligned_distance`): ``visibility`` "on" uses it,
 "off" the plain aligned distance, "both" reports every query set twice (the weighted rows
 named ``<set>+vis``), and "auto" (the default) means "on" when the model has the head and the
 distance uses local features (``local`` or ``global+local``, without ``--shortlist``), "off"
@@ -38,7 +38,7 @@ from common.device import resolve_device
 from common.errors import BadInputError
 from occsim.schema import OCCLUSION_KINDS
 from occsim.store import StoreInfo, read_store
-from reid.distance import combined_distance, shortlist_aligned_distance
+from reid.retrieval_distance import combined_distance, shortlist_aligned_distance
 from reid.engine.features import DEFAULT_INPUT_SIZE, Features, extract_features
 from reid.metrics.protocol import evaluate
 from reid.options import DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES  # noqa: F401 (re-exported)

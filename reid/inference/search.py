@@ -29,7 +29,8 @@ from tqdm import tqdm
 from common.atomic import atomic_write_json, check_output_folder
 from common.device import resolve_device
 from common.errors import BadInputError
-from reid.distance import _smallest_k, aligned_local_distance, pairwise_distance
+from reid.distance import aligned_local_distance, pairwise_distance
+from reid.retrieval_distance import smallest_k
 from reid.inference.features_file import FeaturesFile
 from reid.inference.images import H5_SUFFIXES, list_images
 from reid.options import METRIC_CHOICES, SEARCH_DISTANCES
@@ -183,12 +184,12 @@ def _block_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     """The k smallest scores of each row of [b, N] and their columns, ordered by (score,
     column), chosen as a stable sort would choose them (ties at the k-th value: lower
     columns). ``torch.topk`` is a partial selection (O(N)); the rare rows with a tie at the
-    boundary go through :func:`reid.distance._smallest_k`."""
+    boundary go through :func:`reid.retrieval_distance.smallest_k`."""
     vals, cols = torch.topk(scores, k, dim=1, largest=False, sorted=False)
     kth = vals.max(dim=1, keepdim=True).values
     tied = ((scores <= kth).sum(dim=1) > k).nonzero().flatten()
     if tied.numel():
-        cols[tied] = _smallest_k(scores[tied], k)
+        cols[tied] = smallest_k(scores[tied], k)
         vals[tied] = scores[tied].gather(1, cols[tied])
     cols, order = cols.sort(dim=1)
     vals = vals.gather(1, order)
