@@ -2,7 +2,7 @@
 grid and :class:`StudyConfig`, whose fields declare the options of ``reid study`` once
 (:class:`common.options.Option`; the command derives its Click options from them).
 
-The runs themselves, the evaluation and the report are :mod:`reid.study`.
+The runs themselves and their evaluation are :mod:`reid.study`, the report :mod:`reid.study_report`.
 """
 
 from __future__ import annotations

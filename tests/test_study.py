@@ -13,16 +13,9 @@ from cli.reid_study import study_command
 from common.errors import BadInputError
 from occsim.store import read_store
 from reid.engine.trainer import TrainConfig
-from reid.study import (
-    Cell,
-    StudyConfig,
-    aggregate,
-    fmt,
-    grid_cells,
-    occluded_focus,
-    table1_markdown,
-    validation_score,
-)
+from reid.study import grid_cells, occluded_focus
+from reid.study_config import Cell, StudyConfig
+from reid.study_report import aggregate, fmt, table1_markdown, validation_score
 from tests.conftest import write_tiny_store
 
 TINY_TRAINING = [
@@ -157,7 +150,7 @@ def test_study_bad_input_exits_2(tmp_path: Path) -> None:
 
 
 def test_recipe_cells_share_one_budget_and_set_what_they_name(tiny_store: Path, tmp_path: Path) -> None:
-    from reid.study import RECIPE_CELLS
+    from reid.study_config import RECIPE_CELLS
 
     base = TrainConfig(data=str(tiny_store), epochs=20, warmup_epochs=2, milestones=(10, 16))
     by_name = {c.name: c for c in RECIPE_CELLS}
@@ -190,7 +183,7 @@ def test_recipe_cells_share_one_budget_and_set_what_they_name(tiny_store: Path, 
 
 
 def test_recipe_reading_is_written_from_the_numbers() -> None:
-    from reid.study import recipe_reading
+    from reid.study_report import recipe_reading
 
     def run(clean: float, mean: float) -> dict:
         return {"evaluations": {"test": {"clean": {"mAP": clean}, "occluded:mean": {"mAP": mean}}}}
