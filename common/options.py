@@ -126,6 +126,19 @@ def options_of(config: Any) -> Iterator[tuple[str, Option]]:
             yield f.name, option
 
 
+def option_of(config: Any, name: str) -> Option:
+    """The :class:`Option` of field ``name`` of a dataclass (class or instance): how another
+    config declares the same option without writing it twice (``option_of(TrainConfig, "workers").field()``).
+
+    Raises:
+        KeyError: the field has no :class:`Option`.
+    """
+    for field_name, option in options_of(config):
+        if field_name == name:
+            return option
+    raise KeyError(f"{getattr(config, '__name__', type(config).__name__)} declares no option {name!r}")
+
+
 def validate_options(config: Any) -> None:
     """Check every field of ``config`` against its :class:`Option` (choices, bounds, finiteness).
 

@@ -21,7 +21,7 @@ SCHEDULES: tuple[str, ...] = ("step", "cosine")
 #: Random Erasing's fills ("mixed": one of the other three per box); reid.data.transforms uses this list.
 ERASING_FILLS: tuple[str, ...] = ("mean", "black", "random", "mixed")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-#: Evaluation choices (``reid eval``, ``rank``, ``study``; see :mod:`reid.engine.evaluator`).
+#: Evaluation choices (``reid eval``, ``rank``, ``study``; see :mod:`reid.engine.eval_config`).
 GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")
 DISTANCE_CHOICES: tuple[str, ...] = ("global", "local", "global+local")
 METRIC_CHOICES: tuple[str, ...] = ("euclidean", "cosine")

@@ -25,11 +25,13 @@ from torch import nn
 
 from common.device import resolve_device
 from common.errors import BadInputError
+from common.options import option_of
 from common.sheets import hstack_tiles, labelled, upscale, vstack_rows, write_png
 from occsim.store import open_h5, read_images, read_store
-from reid.retrieval_distance import combined_distance
-from reid.engine.evaluator import DISTANCE_CHOICES, METRIC_CHOICES, expand_queries, gallery_rows
+from reid.engine.eval_config import EvalConfig
 from reid.engine.features import DEFAULT_INPUT_SIZE, extract_features
+from reid.engine.queries import expand_queries, gallery_rows
+from reid.retrieval_distance import combined_distance
 
 logger = logging.getLogger(__name__)
 
@@ -209,10 +211,8 @@ def write_rank_figures(
     Raises:
         BadInputError: unknown options, an id without a query image, no query with a match.
     """
-    if distance not in DISTANCE_CHOICES:
-        raise BadInputError(f"--distance {distance!r}: use {', '.join(DISTANCE_CHOICES)}")
-    if metric not in METRIC_CHOICES:
-        raise BadInputError(f"--metric {metric!r}: use {', '.join(METRIC_CHOICES)}")
+    for name, value in (("distance", distance), ("metric", metric)):  # the options of `reid eval`
+        option_of(EvalConfig, name).check(name, value)
     if k < 1:
         raise BadInputError(f"--k {k}: must be at least 1")
     h5_path = Path(h5_path)

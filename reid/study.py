@@ -145,8 +145,7 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
         if missing:  # a --test-data file added since (or other evaluation settings): evaluate, do not train
             logger.info("%s (seed %d): evaluating on %s", cell.label, seed, ", ".join(map(str, missing.values())))
             result["evaluations"].update(
-                evaluate_checkpoint(Path(result["checkpoint"]), missing, config.device, config.distance,
-                                    config.flip))
+                evaluate_checkpoint(Path(result["checkpoint"]), missing, config))
             atomic_write_json(result_path, result)
         return result, False
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,8 +153,7 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     trained = train(train_config)
     if trained.interrupted:
         raise KeyboardInterrupt(trained.message)
-    evaluations = evaluate_checkpoint(trained.last_checkpoint, eval_files, config.device, config.distance,
-                                      config.flip)
+    evaluations = evaluate_checkpoint(trained.last_checkpoint, eval_files, config)
     result = {
         "cell": cell.name, "label": cell.label, "seed": seed, "alpha": cell.alpha, "train_on": cell.train_on,
         "train_occluders": list(cell.train_occluders), "train_data": str(train_data),
@@ -167,21 +165,20 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     return result, True
 
 
-def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], device: str,
-                        distance: str = "global", flip: bool = False) -> dict[str, dict[str, Any]]:
+def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], config: StudyConfig) -> dict[str, dict[str, Any]]:
     """Scores of ``checkpoint`` on each file's query sets ("all") against its clean gallery,
-    at the checkpoint's input size, with ``distance`` (and mirror-averaged features with
-    ``flip``): role -> query set -> metrics,
-    ``num_queries`` and ``cmc``."""
+    at the checkpoint's input size, with the study's distance, flip, device and data-loader
+    workers (``--workers``, as in training): role -> query set -> metrics, ``num_queries``
+    and ``cmc``."""
     from reid.engine.evaluator import evaluate_model
     from reid.models.inference import load_inference_model
 
     model, spec = load_inference_model(checkpoint, device="cpu")
     evaluations = {}
     for role, path in eval_files.items():
-        report = evaluate_model(model, path, queries=("all",), gallery="clean", device=device,
-                                input_size=spec.input_size, distance=distance, flip=flip,
-                                normalization=(spec.mean, spec.std))
+        report = evaluate_model(model, path, queries=("all",), gallery="clean", device=config.device,
+                                input_size=spec.input_size, distance=config.distance, flip=config.flip,
+                                workers=config.base.workers, normalization=(spec.mean, spec.std))
         evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
                                         "cmc": [float(v) for v in row.cmc]}
                              for row in report.rows}

@@ -15,8 +15,10 @@ from torch import nn
 from common.errors import BadInputError
 from occsim.schema import OCC_TYPE_NAMES
 from occsim.store import SplitManifest, StoreWriter, read_store
-from reid.engine.evaluator import EvalConfig, evaluate_model, expand_queries, run_eval
+from reid.engine.eval_config import EvalConfig
+from reid.engine.evaluator import evaluate_model, run_eval
 from reid.engine.features import extract_features, input_size_from_extra
+from reid.engine.queries import expand_queries
 from reid.engine.report import format_table, plot_cmc, write_json
 from reid.engine.runs import find_latest_checkpoint
 from reid.models.aligned import ModelConfig, ModelOutput, build_model

@@ -248,7 +248,7 @@ def test_cli_generate_info_preview_and_query_set(market: Path, tmp_path: Path) -
     result = run(main, ["preview", str(out), "--out", str(png), "--n", "3"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "pedestrian" in OCCLUSION_KINDS
-    from reid.engine.evaluator import expand_queries
+    from reid.engine.queries import expand_queries
 
     assert expand_queries(["occluded:pedestrian"], read_store(out)) == ["occluded:pedestrian"]
     assert expand_queries(["occluded"], read_store(out)) == ["occluded:pedestrian"]

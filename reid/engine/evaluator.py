@@ -5,11 +5,8 @@ distance matrix (:func:`reid.retrieval_distance.combined_distance`), optional k-
 (:func:`reid.metrics.rerank.re_rank`), then the Market-1501 protocol
 (:func:`reid.metrics.protocol.evaluate`) per query set.
 
-Query sets are named by row selections of the ``query`` split: ``clean``, ``occluded:<type>``,
-plus two shorthands: ``occluded`` (one set per occluder type present in the file) and ``all``
-(``clean`` then every occluded type: the shape of the paper's Table 1). The gallery is
-``clean`` (the clean rows of the ``gallery`` split, the standard setting) or ``all`` (every
-gallery row, which differs only when the file was generated with ``--occlude-gallery``).
+Which query sets and gallery rows are compared is :mod:`reid.engine.queries`; what is asked
+(options, defaults, their checks) is :class:`reid.engine.eval_config.EvalConfig`.
 
 Visibility: for a model with a visibility head (trained with ``--visibility-weight``), the
 local part of the distance can be the visibility-weighted aligned distance
@@ -28,7 +25,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -36,63 +33,17 @@ from torch import nn
 
 from common.device import resolve_device
 from common.errors import BadInputError
-from occsim.schema import OCCLUSION_KINDS
 from occsim.store import StoreInfo, read_store
-from reid.retrieval_distance import combined_distance, shortlist_aligned_distance
+from reid.engine.eval_config import EvalConfig, resolve_visibility
 from reid.engine.features import DEFAULT_INPUT_SIZE, Features, extract_features
+from reid.engine.queries import expand_queries, gallery_rows
 from reid.metrics.protocol import evaluate
-from reid.options import DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES  # noqa: F401 (re-exported)
+from reid.retrieval_distance import combined_distance, shortlist_aligned_distance
 
 logger = logging.getLogger(__name__)
 
-VISIBILITY_CHOICES: tuple[str, ...] = ("auto", "on", "off", "both")
 #: Appended to a query set's name for its visibility-weighted row under ``visibility="both"``.
 VISIBILITY_SUFFIX = "+vis"
-DEFAULT_QUERIES: tuple[str, ...] = ("all",)
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What ``reid eval`` evaluates, and how.
-
-    Attributes:
-        data: the occluded-reid HDF5 file.
-        checkpoint: a checkpoint written by ``reid train`` (or :func:`save_checkpoint`); None:
-            the newest run's under ``runs/`` (:func:`reid.engine.runs.find_latest_checkpoint`).
-        queries: query sets: "clean", "occluded", "occluded:<type>" or "all" (see module doc).
-        gallery: "clean" or "all".
-        distance: "global" (default; AlignedReID reports global-only retrieval because the
-            local branch adds little once trained jointly), "local" or "global+local".
-        metric: "euclidean" or "cosine", for the global part of the distance.
-        rerank: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3).
-        device: "auto" (CUDA when available), "cpu" or "cuda".
-        flip: average each image's features with those of its horizontal mirror.
-        batch_size: images per forward pass.
-        max_rank: length of the CMC curve.
-        shortlist: with distance "global+local", compute the aligned distance only for each
-            query's ``shortlist`` nearest gallery rows by global distance.
-        amp: autocast (float16) during feature extraction; effective on CUDA only.
-        workers: data-loader worker processes.
-        visibility: "auto", "on", "off" or "both": the visibility-weighted local distance
-            (see the module doc; "on"/"both" need a model with a visibility head and a local
-            distance).
-    """
-
-    data: Path = Path("data/occluded.h5")
-    checkpoint: Path | None = None
-    queries: tuple[str, ...] = DEFAULT_QUERIES
-    gallery: Literal["clean", "all"] = "clean"
-    distance: Literal["global", "local", "global+local"] = "global"
-    metric: Literal["euclidean", "cosine"] = "euclidean"
-    rerank: bool = False
-    device: str = "auto"
-    flip: bool = False
-    batch_size: int = 128
-    max_rank: int = 50
-    shortlist: int | None = None
-    amp: bool = True
-    workers: int = 0
-    visibility: str = "auto"
 
 
 @dataclass
@@ -189,73 +140,6 @@ class EvalReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
-# ------------------------------------------------------------------------- selections
-
-
-def expand_queries(queries: Sequence[str], store: StoreInfo) -> list[str]:
-    """Expand query-set names against what the file holds, keeping order, without repeats.
-
-    "clean" -> ["clean"]; "occluded" -> ["occluded:<t>" for each type t present in the
-    query split]; "occluded:<t>" -> itself when present; "all" -> "clean" then each type.
-
-    Raises:
-        BadInputError: an unknown name, a type absent from the file, or an empty selection.
-    """
-    manifest = store.splits["query"]
-    present = manifest.occ_types_present()
-    present_text = ", ".join(present) if present else "none"
-    out: list[str] = []
-    for raw in queries:
-        name = raw.strip().lower()
-        if name == "clean":
-            expanded = ["clean"]
-        elif name == "occluded":
-            if not present:
-                raise BadInputError(
-                    f"{store.path}: --query occluded, but the file has no occluded queries; "
-                    "use --query clean or generate occluded copies with `occsim generate`"
-                )
-            expanded = [f"occluded:{t}" for t in present]
-        elif name == "all":
-            # A real occluded benchmark (Occluded-REID, Occluded-Duke) has no clean query.
-            has_clean = len(manifest.rows("clean")) > 0
-            expanded = (["clean"] if has_clean or not present else []) + [f"occluded:{t}" for t in present]
-        elif name.startswith("occluded:"):
-            kind = name.split(":", 1)[1]
-            if kind not in OCCLUSION_KINDS:
-                raise BadInputError(
-                    f"--query {raw}: unknown occluder type {kind!r}; known types: {', '.join(OCCLUSION_KINDS)} "
-                    f"(present in {store.path}: {present_text})"
-                )
-            if kind not in present:
-                raise BadInputError(
-                    f"{store.path}: has no '{kind}' occluded queries (occluder types present: {present_text}); "
-                    "pick one of those or regenerate the file with that occluder"
-                )
-            expanded = [name]
-        else:
-            raise BadInputError(
-                f"--query {raw!r}: unknown query set; use clean, occluded, occluded:TYPE or all"
-            )
-        out.extend(e for e in expanded if e not in out)
-    if not out:
-        raise BadInputError("--query: no query set given; use clean, occluded, occluded:TYPE or all")
-    for name in out:
-        if len(manifest.rows(name)) == 0:
-            raise BadInputError(f"{store.path}: the query split has no {name} rows; pick another --query")
-    return out
-
-
-def gallery_rows(store: StoreInfo, gallery: str) -> np.ndarray:
-    """Rows of the gallery split for ``gallery`` ("clean" or "all"), shape [n] int64."""
-    if gallery not in GALLERY_CHOICES:
-        raise BadInputError(f"--gallery {gallery!r}: use clean or all")
-    rows = store.splits["gallery"].rows(gallery)
-    if len(rows) == 0:
-        raise BadInputError(f"{store.path}: the gallery split has no {gallery} rows; regenerate the file")
-    return rows
-
-
 # -------------------------------------------------------------------------- distances
 
 
@@ -284,56 +168,11 @@ def _distance(
     )
 
 
-def _check_options(distance: str, metric: str, shortlist: int | None, max_rank: int, rerank: bool = False) -> None:
-    if distance not in DISTANCE_CHOICES:
-        raise BadInputError(f"--distance {distance!r}: use global, local or global+local")
-    if metric not in METRIC_CHOICES:
-        raise BadInputError(f"--metric {metric!r}: use euclidean or cosine")
-    if shortlist is not None:
-        if distance != "global+local":
-            raise BadInputError("--shortlist: only applies to --distance global+local; drop it or change --distance")
-        if shortlist < 1:
-            raise BadInputError(f"--shortlist {shortlist}: must be at least 1")
-        if rerank:
-            # Shortlisted rows carry an offset that only orders them; re-ranking reads distances as distances.
-            raise BadInputError("--shortlist with --rerank: re-ranking needs the full distance matrix; drop one of them")
-    if max_rank < 1:
-        raise BadInputError(f"--max-rank {max_rank}: must be at least 1")
-
-
 def model_has_visibility(model: nn.Module) -> bool:
     """True for a network built with ``ModelConfig.visibility_head`` (DDP/compile wrappers seen through)."""
     from reid.models.checkpoint import unwrap_model
 
     return bool(getattr(getattr(unwrap_model(model), "config", None), "visibility_head", False))
-
-
-def resolve_visibility(visibility: str, has_head: bool, distance: str, shortlist: int | None) -> str:
-    """The visibility setting an evaluation runs with: "on", "off" or "both".
-
-    "auto" is "on" when the model has a visibility head and the distance has a local part
-    (without ``shortlist``), else "off".
-
-    Raises:
-        BadInputError: an unknown value, or "on"/"both" without a head, with the global
-            distance alone, or with a shortlist.
-    """
-    if visibility not in VISIBILITY_CHOICES:
-        raise BadInputError(f"--visibility {visibility!r}: use one of {', '.join(VISIBILITY_CHOICES)}")
-    if visibility == "auto":
-        return "on" if has_head and distance != "global" and shortlist is None else "off"
-    if visibility == "off":
-        return "off"
-    if not has_head:
-        raise BadInputError(f"--visibility {visibility}: the model has no visibility head; train it with "
-                            "--visibility-weight > 0, or use --visibility off")
-    if distance == "global":
-        raise BadInputError(f"--visibility {visibility}: weighs the local stripes; use --distance local or "
-                            "global+local, or --visibility off")
-    if shortlist is not None:
-        raise BadInputError(f"--visibility {visibility} with --shortlist: the shortlist uses the plain aligned "
-                            "distance; drop --shortlist or use --visibility off")
-    return visibility
 
 
 def _at(cmc: np.ndarray, rank: int) -> float:
@@ -347,21 +186,21 @@ def _at(cmc: np.ndarray, rank: int) -> float:
 def evaluate_model(
     model: nn.Module,
     data_path: str | Path,
-    queries: Sequence[str] = DEFAULT_QUERIES,
-    gallery: str = "clean",
-    distance: str = "global",
-    metric: str = "euclidean",
-    rerank: bool = False,
-    device: str | torch.device = "auto",
-    flip: bool = False,
-    batch_size: int = 128,
-    max_rank: int = 50,
-    shortlist: int | None = None,
+    queries: Sequence[str] = EvalConfig.queries,
+    gallery: str = EvalConfig.gallery,
+    distance: str = EvalConfig.distance,
+    metric: str = EvalConfig.metric,
+    rerank: bool = EvalConfig.rerank,
+    device: str | torch.device = EvalConfig.device,
+    flip: bool = EvalConfig.flip,
+    batch_size: int = EvalConfig.batch_size,
+    max_rank: int = EvalConfig.max_rank,
+    shortlist: int | None = EvalConfig.shortlist,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
-    amp: bool = True,
-    workers: int = 0,
+    amp: bool = EvalConfig.amp,
+    workers: int = EvalConfig.workers,
     store: StoreInfo | None = None,
-    visibility: str = "auto",
+    visibility: str = EvalConfig.visibility,
     normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` on the query/gallery splits of ``data_path``.
@@ -373,7 +212,7 @@ def evaluate_model(
         model: returns :class:`reid.models.aligned.ModelOutput` (global_feat [N, D], local_feat [N, H, C]).
         data_path: the occluded-reid HDF5 file.
         queries, gallery, distance, metric, rerank, flip, batch_size, max_rank, shortlist,
-            amp, workers, visibility: see :class:`EvalConfig`.
+            amp, workers, visibility: see :class:`EvalConfig` (its defaults; checked as it checks them).
         device: "auto", "cpu", "cuda" or a torch.device.
         input_size: (H, W) the images are resized to (the training size).
         store: the already-read file (saves re-reading the manifests); read when None.
@@ -387,7 +226,9 @@ def evaluate_model(
         BadInputError: bad options, query types absent from the file, or a gallery that shares
             no identity (seen from another camera) with a query set.
     """
-    _check_options(distance, metric, shortlist, max_rank, rerank)
+    EvalConfig(data=Path(data_path), queries=tuple(queries), gallery=gallery, distance=distance, metric=metric,
+               rerank=rerank, flip=flip, batch_size=batch_size, max_rank=max_rank, shortlist=shortlist,
+               workers=workers, visibility=visibility, amp=amp)  # BadInputError as `reid eval` says it
     visibility = resolve_visibility(visibility, model_has_visibility(model), distance, shortlist)
     weightings = {"on": (True,), "off": (False,), "both": (False, True)}[visibility]
     data_path = Path(data_path)
@@ -490,7 +331,6 @@ def run_eval(config: EvalConfig) -> EvalReport:
     store = read_store(config.data)
     # Validate the query selection before the (slow) model load, so typos fail fast.
     expand_queries(config.queries, store)
-    _check_options(config.distance, config.metric, config.shortlist, config.max_rank, config.rerank)
     dev = resolve_device(config.device)
     model, spec, cross_dataset = load_for_eval(checkpoint_path, config.data, store, dev)
     report = evaluate_model(
