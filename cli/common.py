@@ -10,8 +10,9 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
+from cli.options import click_option
 from common.errors import BadInputError
-from common.options import parse_numbers, split_commas  # noqa: F401 (used by the commands)
+from common.options import FORCE, parse_numbers, split_commas  # noqa: F401 (the last two: used by the commands)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,9 +125,8 @@ def handle_interrupt(func: F) -> F:
 
 
 def force_option(func: F) -> F:
-    """``--force``: overwrite existing outputs (never the command's own inputs)."""
-    return click.option("--force", is_flag=True,
-                        help="Overwrite existing outputs (never one of the command's own inputs).")(func)
+    """``--force``: overwrite existing outputs (never the command's own inputs; :data:`common.options.FORCE`)."""
+    return click_option("force", FORCE)(func)
 
 
 def version_option(func: F) -> F:

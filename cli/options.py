@@ -57,6 +57,9 @@ def click_option(field_name: str, option: Option, help: str | None = None) -> Ca
         elif option.text is not None:
             default = option.text(default)
     kwargs["show_default"] = default not in (None, "")
+    if option.required:
+        kwargs.update(required=True, show_default=False)
+        default = None
     return click.option(flag, field_name, default=default, **kwargs)
 
 

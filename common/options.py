@@ -22,6 +22,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from common.errors import BadInputError
@@ -49,6 +50,7 @@ class Option:
         flag: a boolean switch ("--x"); ``tristate`` makes it "--x/--no-x" with None meaning auto.
         multiple: the option may be repeated ("--type mean --type black,random"); the values are
             joined with commas before ``parse``. With ``choices``, a tuple value's every item is checked.
+        required: the command line must give it; the field has no default (``default`` is unused).
     """
 
     default: Any
@@ -67,10 +69,14 @@ class Option:
     flag: bool = False
     tristate: bool = False
     multiple: bool = False
+    required: bool = False
 
     def field(self, **overrides: Any) -> Any:
-        """A dataclass field with this option's default (``overrides`` replace attributes, e.g. help)."""
+        """A dataclass field with this option's default, none when ``required`` (``overrides``
+        replace attributes, e.g. help)."""
         option = dataclasses.replace(self, **overrides) if overrides else self
+        if option.required:
+            return dataclasses.field(metadata={OPTION_KEY: option})
         return dataclasses.field(default=option.default, metadata={OPTION_KEY: option})
 
     def flag_name(self, field_name: str) -> str:
@@ -149,6 +155,10 @@ def validate_options(config: Any) -> None:
         option.check(name, getattr(config, name))
 
 
+#: ``--force`` of every command that writes an output.
+FORCE = Option(False, "Overwrite existing outputs (never one of the command's own inputs).", flag=True)
+
+
 # ------------------------------------------------------- command-line text <-> values
 
 #: The largest image side (stored or network input) any command accepts, in pixels: 32x
@@ -214,3 +224,8 @@ def size_text(size: Sequence[int]) -> str:
 def comma_words(value: str, option: str) -> tuple[str, ...]:
     """"clean, occluded" -> ("clean", "occluded") (:func:`split_commas` as an :attr:`Option.parse`)."""
     return split_commas(value)
+
+
+def path_value(value: str, option: str) -> Path:
+    """The command line's text of a file or folder option as a :class:`~pathlib.Path` (an :attr:`Option.parse`)."""
+    return Path(value)

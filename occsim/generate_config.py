@@ -23,6 +23,7 @@ from common.options import (
     comma_text,
     comma_words,
     parse_size,
+    path_value,
     size_text,
     validate_options,
 )
@@ -36,10 +37,6 @@ RNG_SCHEME = "numpy.random.default_rng([seed, split_index, clean_row, type_code]
 VARIANTS: tuple[str, ...] = ("detected", "labeled")
 #: Fields that must be whole numbers (the bounds alone would let 1.5 or True through).
 _WHOLE_NUMBERS: tuple[str, ...] = ("seed", "workers", "split_seed")
-
-
-def _path(value: str, option: str) -> Path:
-    return Path(value)
 
 
 @dataclass(frozen=True)
@@ -73,8 +70,8 @@ class GenerateConfig:
     src: Path | None = Option(
         None, "Source folder, layout detected (see --layout). Default: data/Market-1501-v15.09.15 if present, else "
               "the built-in synthetic set in data/synthetic-market (made if missing).",
-        metavar="PATH", parse=_path).field()
-    out: Path = Option(DEFAULT_OUT, "The HDF5 file to write.", metavar="PATH", parse=_path).field()
+        metavar="PATH", parse=path_value).field()
+    out: Path = Option(DEFAULT_OUT, "The HDF5 file to write.", metavar="PATH", parse=path_value).field()
     types: tuple[str, ...] = Option(
         ("mean",), f"Occluder(s): {', '.join(OCCLUDER_NAMES)}; repeat or comma-separate. Each adds one occluded "
                    f"copy of every image of the occluded splits.",

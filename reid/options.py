@@ -28,6 +28,9 @@ METRIC_CHOICES: tuple[str, ...] = ("euclidean", "cosine")
 #: `reid search` ranks by the global feature, or adds the aligned local distance (no local alone).
 SEARCH_DISTANCES: tuple[str, ...] = ("global", "global+local")
 
+#: The global distance of ``reid eval`` and ``reid search`` (EvalConfig, SearchConfig).
+METRIC = Option("euclidean", "Distance on the global feature.", choices=METRIC_CHOICES)
+
 # Options of the multi-task loss, shared by LossConfig and TrainConfig.
 ALPHA = Option(0.8, "L = alpha * L_AlignedReID + (1 - alpha) * L_OBC; 1 = plain AlignedReID.",
                low=0.0, high=1.0, note="(1 = plain AlignedReID)")

@@ -134,9 +134,10 @@ def _search(checkpoint: Path, crops: Path, out: Path, monkeypatch: pytest.Monkey
     """Embed ``crops`` with ``checkpoint`` and search them for themselves; returns the
     features file's record, the search JSON and the queries' labels on the sheet."""
     import reid.rank
+    from reid.inference.config import SearchConfig
     from reid.inference.embed import EmbedConfig, run_embed
     from reid.inference.features_file import FeaturesFile
-    from reid.inference.search import SearchConfig, run_search
+    from reid.inference.search import run_search
 
     features = out / "g.h5"
     run_embed(EmbedConfig(checkpoint=checkpoint, src=crops, out=features, device="cpu"))

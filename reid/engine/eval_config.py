@@ -14,16 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import BadInputError
-from common.options import Option, comma_words, option_of, validate_options
+from common.options import Option, comma_words, option_of, path_value, validate_options
 from reid.engine.config import TrainConfig
-from reid.options import DISTANCE_CHOICES, GALLERY_CHOICES, METRIC_CHOICES
+from reid.options import DISTANCE_CHOICES, GALLERY_CHOICES, METRIC
 
 #: ``visibility``: "auto" resolves to "on" or "off" (:func:`resolve_visibility`).
 VISIBILITY_CHOICES: tuple[str, ...] = ("auto", "on", "off", "both")
-
-
-def _path(value: str, option: str) -> Path:
-    return Path(value)
 
 
 @dataclass(frozen=True)
@@ -57,10 +53,10 @@ class EvalConfig:
     """
 
     data: Path = Option(Path("data/occluded.h5"), "The occluded-reid HDF5 file made by `occsim generate`.",
-                        metavar="PATH", parse=_path).field()
+                        metavar="PATH", parse=path_value).field()
     checkpoint: Path | None = Option(
         None, "Checkpoint to evaluate, or a run folder (its best.pt, else last.pt). "
-              "Default: best.pt (else last.pt) of the newest run under runs/.", metavar="PATH", parse=_path).field()
+              "Default: best.pt (else last.pt) of the newest run under runs/.", metavar="PATH", parse=path_value).field()
     queries: tuple[str, ...] = Option(
         ("all",), "Query set: clean, occluded (one row per occluder type in the file), occluded:TYPE "
                   "(e.g. occluded:mean) or all (clean + every occluded type). Repeatable or comma-separated.",
@@ -72,7 +68,7 @@ class EvalConfig:
         "global", "Retrieval distance. AlignedReID retrieves with the global feature alone by default (the aligned "
                   "local branch mainly helps training); local is the aligned stripe distance and global+local their "
                   "sum.", choices=DISTANCE_CHOICES).field()
-    metric: str = Option("euclidean", "Distance on the global feature.", choices=METRIC_CHOICES).field()
+    metric: str = METRIC.field()
     visibility: str = Option(
         "auto", "Visibility-weighted aligned distance (models trained with --visibility-weight): stripes that either "
                 "image predicts hidden weigh less. auto: on when the checkpoint has a visibility head and --distance "

@@ -28,16 +28,14 @@ from torch import nn
 
 from common.atomic import atomic_path, check_output
 from common.errors import BadInputError
+from reid.inference.config import MIN_OPSET, ExportConfig
 from reid.models.inference import InferenceSpec, file_fingerprint, load_inference_model
 
 logger = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 OUTPUT_NAMES: tuple[str, ...] = ("global", "local", "occlusion")
 INPUT_NAME = "images"
 INSTALL_HINT = "pip install -e '.[export]' (or: pip install onnx onnxruntime)"
-#: The lowest ONNX opset exported (``reid export --opset``'s bound): the model's ops need it.
-MIN_OPSET = 13
 #: Batch sizes of the traced example and of the parity check (different on purpose).
 TRACE_BATCH = 2
 PARITY_BATCH = 3
@@ -78,20 +76,6 @@ class ExportHead(nn.Module):
         local_feat = local.squeeze(3).permute(0, 2, 1)  # [N, stripes, C]
         occlusion = m.obc_head(m.neck(global_feat)).softmax(dim=1)[:, 1]  # [N]
         return global_feat, local_feat, occlusion
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """Options of ``reid export``: ``format`` "onnx" or "torchscript", ``opset`` for ONNX,
-    ``tolerance`` the largest difference to PyTorch accepted (see :func:`parity`), ``force``
-    to replace an existing ``out`` (never the checkpoint)."""
-
-    checkpoint: Path
-    out: Path
-    format: str = "onnx"
-    opset: int = 17
-    tolerance: float = 1e-4
-    force: bool = False
 
 
 @dataclass
@@ -171,27 +155,29 @@ def example_batch(spec: InferenceSpec, batch: int, seed: int = 0) -> torch.Tenso
 
 
 def run_export(config: ExportConfig) -> ExportReport:
-    """Write ``config.checkpoint`` as ``config.format`` to ``config.out`` after the parity check.
+    """Write ``config.checkpoint`` (None: the newest run's, :func:`reid.engine.runs.resolve_checkpoint`)
+    as ``config.format`` to ``config.out`` after the parity check.
 
     Raises:
-        BadInputError: unknown format, missing onnx/onnxruntime (names the install command),
+        BadInputError: missing onnx/onnxruntime (names the install command),
             an opset this PyTorch or onnxruntime cannot handle, a bad checkpoint, an unwritable
             or existing output (without ``force``) or the checkpoint as output, or outputs
             differing from PyTorch by more than ``tolerance`` (the file is removed).
     """
-    if config.format not in FORMATS:
-        raise BadInputError(f"--format {config.format!r}: use {' or '.join(FORMATS)}")
+    from reid.engine.runs import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(config.checkpoint)
     if config.format == "onnx":
         require_onnx()
         check_opset(config.opset)
     out = Path(config.out)
-    check_output(out, (config.checkpoint,), config.force, "exported model")  # before the model is loaded and traced
-    model, spec = load_inference_model(config.checkpoint, device="cpu")
+    check_output(out, (checkpoint,), config.force, "exported model")  # before the model is loaded and traced
+    model, spec = load_inference_model(checkpoint, device="cpu")
     head = ExportHead(model, spec.input_size).eval()
-    metadata = export_metadata(spec, file_fingerprint(config.checkpoint))
+    metadata = export_metadata(spec, file_fingerprint(checkpoint))
     if spec.obc_head_trained is False:
         logger.info("%s: the OBC head was not trained (alpha = 1): the 'occlusion' output is no probability "
-                    "(metadata obc_head_trained = false)", config.checkpoint)
+                    "(metadata obc_head_trained = false)", checkpoint)
     # Moved onto ``out`` only when parity holds (and, without ``force``, only if no file appeared there).
     with atomic_path(out, "exported model", overwrite=config.force) as tmp:
         if config.format == "onnx":

@@ -29,16 +29,15 @@ from tqdm import tqdm
 from common.atomic import atomic_write_json, check_output_folder
 from common.device import resolve_device
 from common.errors import BadInputError
+from common.options import option_of
 from reid.distance import aligned_local_distance, pairwise_distance
-from reid.retrieval_distance import smallest_k
+from reid.inference.config import SearchConfig
 from reid.inference.features_file import FeaturesFile
 from reid.inference.images import H5_SUFFIXES, list_images
-from reid.options import METRIC_CHOICES, SEARCH_DISTANCES
+from reid.retrieval_distance import smallest_k
 
 logger = logging.getLogger(__name__)
 
-DISTANCES: tuple[str, ...] = SEARCH_DISTANCES
-METRICS: tuple[str, ...] = METRIC_CHOICES
 RESULTS_JSON = "search.json"
 SEARCH_SHEET = "search_sheet.png"
 #: What a run writes into its folder (glob patterns): the overwrite policy checks these names.
@@ -94,9 +93,9 @@ def default_block_rows(num_queries: int, dim: int) -> int:
 def search_topk(
     q_global: np.ndarray | torch.Tensor,
     gallery: Gallery,
-    top: int = 10,
-    distance: str = "global",
-    metric: str = "euclidean",
+    top: int = SearchConfig.top,
+    distance: str = SearchConfig.distance,
+    metric: str = SearchConfig.metric,
     q_local: np.ndarray | torch.Tensor | None = None,
     device: str | torch.device | None = "auto",
     block_rows: int | None = None,
@@ -129,12 +128,8 @@ def search_topk(
         :class:`TopK`: the first k columns of a stable sort of each query's scores over the
         whole gallery (ties: lower gallery row first), with their distances.
     """
-    if distance not in DISTANCES:
-        raise BadInputError(f"--distance {distance!r}: use {' or '.join(DISTANCES)}")
-    if metric not in METRICS:
-        raise BadInputError(f"--metric {metric!r}: use {' or '.join(METRICS)}")
-    if top < 1:
-        raise BadInputError(f"--top {top}: must be at least 1")
+    for name, value in (("distance", distance), ("metric", metric), ("top", top)):  # as SearchConfig checks them
+        option_of(SearchConfig, name).check(name, value)
     if distance == "global+local" and q_local is None:
         raise BadInputError("--distance global+local: the queries have no local features; embed them without --no-local")
     dev = resolve_device(device)
@@ -351,25 +346,6 @@ def _short(name: str, width: int = 18) -> str:
 # -------------------------------------------------------------------------------- run
 
 
-@dataclass(frozen=True)
-class SearchConfig:
-    """Options of ``reid search`` (see the command's help); ``force`` replaces the files of an
-    earlier run in ``out`` (:data:`SEARCH_OUTPUTS`), never an input."""
-
-    gallery: Path
-    query: Path
-    out: Path
-    top: int = 10
-    distance: str = "global"
-    metric: str = "euclidean"
-    checkpoint: Path | None = None
-    device: str = "auto"
-    batch_size: int = 64
-    figures: int = 20
-    block_rows: int | None = None
-    force: bool = False
-
-
 @dataclass
 class SearchReport:
     json_path: Path
@@ -388,8 +364,6 @@ def run_search(config: SearchConfig) -> SearchReport:
     """
     from common.sheets import vstack_rows, write_png
 
-    if config.distance not in DISTANCES:
-        raise BadInputError(f"--distance {config.distance!r}: use {' or '.join(DISTANCES)}")
     out = Path(config.out)
     overwrite = config.force
     check_output_folder(out, "search results", outputs=SEARCH_OUTPUTS, force=overwrite,
@@ -439,4 +413,4 @@ def run_search(config: SearchConfig) -> SearchReport:
     return SearchReport(json_path=json_path, figures=figures, num_queries=len(queries.names))
 
 
-__all__: Sequence[str] = ("ArrayGallery", "TopK", "search_topk", "run_search", "SearchConfig", "load_queries")
+__all__: Sequence[str] = ("ArrayGallery", "TopK", "search_topk", "run_search", "load_queries")
