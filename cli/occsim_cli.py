@@ -18,9 +18,12 @@ from cli.common import (
     setup_logging,
     version_option,
 )
-from cli.options import config_options, values_from_cli
+from cli.options import click_option, config_options, values_from_cli
+from common.options import FORCE
+from common.workers import PROCESS_WORKERS
 from occsim.generate_config import GenerateConfig
 from occsim.occluders import OccluderParams
+from occsim.synth_config import SYNTH_OUT, SynthConfig
 
 
 @click.group(cls=OneLineErrorsGroup)
@@ -31,23 +34,23 @@ def main(verbose: bool) -> None:
     setup_logging(verbose)
 
 
+#: `occsim synth`'s options of SynthConfig (--out, --workers and --force are synthesize_market's).
+SYNTH_OPTIONS: tuple[str, ...] = ("seed", "n_ids", "n_cameras", "images_per_id")
+
+
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("data/synthetic-market"), show_default=True,
-              help="Folder to write (Market-1501 layout).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--ids", type=int, default=300, show_default=True, help="Identities (half train, half test).")
-@click.option("--cameras", type=int, default=6, show_default=True)
-@click.option("--images-per-id", type=int, default=12, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
-@click.option("--force", is_flag=True, help="Replace an existing non-empty --out.")
+@click_option("out", SYNTH_OUT)
+@config_options(SynthConfig, SYNTH_OPTIONS)
+@click_option("workers", PROCESS_WORKERS)
+@click_option("force", FORCE, help="Replace an existing non-empty --out.")
 @handle_bad_input
 @handle_interrupt
-def synth(out: Path, seed: int, ids: int, cameras: int, images_per_id: int, workers: int, force: bool) -> None:
+def synth(out: str, workers: int, force: bool, **options: Any) -> None:
     """Write the built-in synthetic pedestrian set in the Market-1501 layout."""
-    from occsim.synth import SynthConfig, synthesize_market
+    from occsim.synth import synthesize_market
 
-    config = SynthConfig(n_ids=ids, n_cameras=cameras, images_per_id=images_per_id, seed=seed)
-    summary = synthesize_market(out, config, workers=workers, force=force)
+    config = SynthConfig(**values_from_cli(SynthConfig, SYNTH_OPTIONS, options))
+    summary = synthesize_market(SYNTH_OUT.parse(out, "--out"), config, workers=workers, force=force)
     click.echo(f"wrote {summary.root}: train {summary.n_train_ids} ids / {summary.n_train_images} images, "
                f"query {summary.n_query_images}, gallery {summary.n_gallery_images} "
                f"(incl. {summary.n_junk} junk, {summary.n_distractors} distractors), {summary.n_cameras} cameras")

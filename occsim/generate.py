@@ -50,13 +50,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
-from joblib import Parallel, cpu_count, delayed
+from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from common.atomic import check_output
 from common.decoding import decode_image
 from common.errors import BadInputError
-from common.workers import cap_workers
+from common.workers import resolve_workers
 from occsim.generate_config import DEFAULT_OUT, RNG_SCHEME, GenerateConfig  # noqa: F401 (re-exported)
 from occsim.occluders import OCCLUDERS, fill_box
 from occsim.pedestrian import paste_region
@@ -65,11 +65,12 @@ from occsim.schema import REAL_OCCLUSION, SPLITS
 from occsim.sources import Source, format_summary, read_source, summarize_source
 from occsim.spool import Slot, SlotFull, open_spool, wait_for_slot
 from occsim.store import StoreWriter
+from occsim.synth_config import SYNTH_OUT
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MARKET = Path("data/Market-1501-v15.09.15")
-DEFAULT_SYNTHETIC = Path("data/synthetic-market")
+DEFAULT_SYNTHETIC: Path = SYNTH_OUT.default
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,6 @@ def _process_chunk(root: str, paths: list[str], image_size: tuple[int, int], typ
 
 # ----------------------------------------------------------------------------------------
 # The main process.
-
-
-def resolve_workers(workers: int) -> int:
-    """``workers`` (at most the usable CPUs, see :func:`common.workers.cap_workers`), or every
-    usable core for 0."""
-    return cap_workers(workers) if workers > 0 else max(1, cpu_count())
 
 
 def _start_workers_deaf_to_sigint(n_workers: int) -> None:

@@ -27,6 +27,7 @@ from common.options import (
     size_text,
     validate_options,
 )
+from common.workers import PROCESS_WORKERS
 from occsim.occluders import OccluderParams
 from occsim.schema import DEFAULT_IMAGE_SIZE, OCCLUDER_NAMES, SPLITS, occ_type_code
 from occsim.sources import LAYOUT_NAMES, Source
@@ -78,8 +79,7 @@ class GenerateConfig:
         cli="--type", choices=OCCLUDER_NAMES, multiple=True, parse=comma_words).field()
     occluder: OccluderParams = OccluderParams()
     seed: int = Option(0, "Seeds every per-image generator.", low=0, why="must be a non-negative integer").field()
-    workers: int = Option(0, "Worker processes; 0 = all cores.", low=0,
-                          why="must be 0 (all cores) or a positive integer").field()
+    workers: int = PROCESS_WORKERS.field()
     occlude: tuple[str, ...] = Option(("train", "query"), "Comma list of the splits that get occluded copies.",
                                       choices=SPLITS, text=comma_text, parse=comma_words).field()
     occlude_gallery: bool = Option(False, "Also occlude the gallery.", flag=True).field()

@@ -497,8 +497,7 @@ def test_worker_counts_are_capped_at_the_usable_cpus_with_one_warning(
         two_cpus: None, tiny_store: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from occsim.generate import resolve_workers
-    from common.workers import cap_workers
+    from common.workers import cap_workers, resolve_workers
     from reid.data import build_eval_loader, build_train_loader
 
     with caplog.at_level(logging.WARNING):

@@ -13,9 +13,10 @@ Determinism: the plan (pids, splits, file names) comes from one generator seeded
 stream, pid, image index)`` or ``(seed, stream, camera)``, so the bytes written do not depend
 on how the images are split between worker processes.
 
-The work is split in four modules: :mod:`~occsim.synth.plan` (configuration, pids, splits and
-file names), :mod:`~occsim.synth.looks` (palettes, people, cameras), :mod:`~occsim.synth.draw`
-(pixels of one image) and :mod:`~occsim.synth.write` (workers, JPEG files, atomic output).
+The configuration is :mod:`occsim.synth_config` (OpenCV-free, for ``occsim synth --help``); the
+work is split in four modules: :mod:`~occsim.synth.plan` (pids, splits and file names),
+:mod:`~occsim.synth.looks` (palettes, people, cameras), :mod:`~occsim.synth.draw` (pixels of
+one image) and :mod:`~occsim.synth.write` (workers, JPEG files, atomic output).
 
 Layout written (Market-1501, 2015 release)::
 
@@ -27,8 +28,9 @@ Layout written (Market-1501, 2015 release)::
     out_dir/query/0001_c1s2_004567_01.jpg                one image per test identity per camera
 """
 
-from occsim.synth.plan import DISTRACTOR_PID, GALLERY_DIR, JUNK_PID, QUERY_DIR, TRAIN_DIR, SynthConfig
+from occsim.synth.plan import DISTRACTOR_PID, GALLERY_DIR, JUNK_PID, QUERY_DIR, TRAIN_DIR
 from occsim.synth.write import JPEG_QUALITY, SynthSummary, synthesize_market
+from occsim.synth_config import SynthConfig
 
 __all__ = [
     "DISTRACTOR_PID",

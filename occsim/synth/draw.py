@@ -26,8 +26,8 @@ from occsim.synth.plan import (
     S_JUNK,
     S_TRACK,
     ImageSpec,
-    SynthConfig,
 )
+from occsim.synth_config import SynthConfig
 
 
 _SS = 2  # supersampling factor

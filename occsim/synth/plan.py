@@ -1,5 +1,5 @@
-"""The plan of the synthetic set: its configuration, and which files exist, in which folder,
-with which Market-1501 names. Made in one process, from the configuration alone.
+"""The plan of the synthetic set: which files exist, in which folder, with which Market-1501
+names. Made in one process, from the configuration alone (:class:`occsim.synth_config.SynthConfig`).
 
 Determinism: the plan (pids, splits, file names) comes from one generator seeded with
 ``[seed, S_PLAN]`` (and ``[seed, S_PLAN, pid]`` per identity); the stream tags ``S_*`` keep the
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import BadInputError
+from occsim.synth_config import SynthConfig
 
 
 TRAIN_DIR = "bounding_box_train"
@@ -36,71 +36,6 @@ S_DISTRACTOR = 6
 KIND_PERSON = 0
 KIND_JUNK = 1
 KIND_DISTRACTOR = 2
-
-
-# Market-1501's proportions: 2,798 junk and 3,819 distractors beside 13,115 gallery images
-# of 750 test identities, i.e. about 0.21 and 0.29 of the test identities' images.
-_JUNK_PER_TEST_IMAGE = 0.21
-_DISTRACTORS_PER_TEST_IMAGE = 0.29
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """What to synthesise.
-
-    ``n_junk`` and ``n_distractors`` default (None) to Market-1501's proportions of the test
-    identities' images; read the resolved counts from :attr:`junk_count` and
-    :attr:`distractor_count`. ``image_size`` is (H, W) of the written JPEGs.
-    """
-
-    n_ids: int = 300
-    n_cameras: int = 6
-    images_per_id: int = 12
-    image_size: tuple[int, int] = (128, 64)
-    seed: int = 0
-    n_junk: int | None = None
-    n_distractors: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_int("n_ids (--ids)", self.n_ids, 2, 9998, "one train and one test identity at least")
-        _check_int("n_cameras (--cameras)", self.n_cameras, 2, 9, "Market names hold one camera digit")
-        _check_int("images_per_id (--images-per-id)", self.images_per_id, 3, 1000,
-                   "two cameras and one query image per identity need 3")
-        _check_int("seed (--seed)", self.seed, 0, 2**63 - 1, "a seed is a non-negative integer")
-        size = tuple(self.image_size)
-        if len(size) != 2:
-            raise BadInputError(f"image_size (--size) = {self.image_size!r}: expected (H, W); pass e.g. 128x64")
-        _check_int("image_size height", size[0], 32, 1024, "Market's native height is 128")
-        _check_int("image_size width", size[1], 16, 1024, "Market's native width is 64")
-        object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
-        if self.n_junk is not None:
-            _check_int("n_junk", self.n_junk, 0, 10**6, "pass 0 for none")
-        if self.n_distractors is not None:
-            _check_int("n_distractors", self.n_distractors, 0, 10**6, "pass 0 for none")
-
-    @property
-    def junk_count(self) -> int:
-        """Number of junk (pid -1) images: ``n_junk`` or Market's proportion."""
-        if self.n_junk is not None:
-            return self.n_junk
-        return max(1, round(_JUNK_PER_TEST_IMAGE * self._test_images_estimate()))
-
-    @property
-    def distractor_count(self) -> int:
-        """Number of distractor (pid 0000) images: ``n_distractors`` or Market's proportion."""
-        if self.n_distractors is not None:
-            return self.n_distractors
-        return max(1, round(_DISTRACTORS_PER_TEST_IMAGE * self._test_images_estimate()))
-
-    def _test_images_estimate(self) -> int:
-        return (self.n_ids // 2) * self.images_per_id
-
-
-def _check_int(name: str, value: object, low: int, high: int, why: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise BadInputError(f"{name} = {value!r}: not an integer; pass a whole number")
-    if not low <= int(value) <= high:
-        raise BadInputError(f"{name} = {value}: must be in [{low}, {high}] ({why}); pass a value in range")
 
 
 # ----------------------------------------------------------------------------- the plan

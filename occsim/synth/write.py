@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from common.atomic import default_mode
 from common.errors import BadInputError
-from common.workers import cap_workers
+from common.workers import resolve_workers
 from occsim.synth.draw import render_image
-from occsim.synth.plan import GALLERY_DIR, QUERY_DIR, TRAIN_DIR, ImageSpec, SynthConfig, make_plan
+from occsim.synth.plan import GALLERY_DIR, QUERY_DIR, TRAIN_DIR, ImageSpec, make_plan
+from occsim.synth_config import SynthConfig
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +92,12 @@ def synthesize_market(out_dir: Path, config: SynthConfig, workers: int = 1, forc
     The files are written into a hidden temporary sibling folder that is renamed to
     ``out_dir`` only when complete, so an interrupted run leaves nothing that looks valid.
     An existing non-empty ``out_dir`` is an error unless ``force``, which replaces it (only
-    after the new set is complete). The bytes written do not depend on ``workers``.
+    after the new set is complete). ``workers``: processes drawing the images, as
+    ``--workers`` says (:data:`common.workers.PROCESS_WORKERS`: 0 = all cores; here the
+    default is 1, drawing in this process). The bytes written do not depend on it.
     """
     out_dir = Path(out_dir)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise BadInputError(f"workers (--workers) = {workers!r}: must be a positive integer; pass e.g. 1 or 2")
-    workers = cap_workers(workers)  # more processes than usable CPUs only contend
+    workers = resolve_workers(workers)  # more processes than usable CPUs only contend
     _check_out_dir(out_dir, force)
     plan = make_plan(config)
     target = out_dir.resolve()
