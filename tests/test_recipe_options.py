@@ -160,7 +160,7 @@ def test_learning_curve_counts_two_core_minutes_of_cpu_time(tmp_path: Path) -> N
     ]
     assert budget_minutes(records) == [1.0, 3.0, 4.0, 4.5]
     assert learning_curve(records) == ([3.0, 4.5], [10.0, 25.0])
-    assert learning_curve(records, metric="R1") == ([3.0], [20.0])
+    assert learning_curve(records, measure="R1") == ([3.0], [20.0])
     png = plot_learning_curves({"run": records}, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -180,6 +180,10 @@ def test_reid_curves_draws_runs_and_refuses_runs_without_validation(tmp_path: Pa
     result = CliRunner().invoke(curves_command, [str(run), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:4] == b"\x89PNG"
+    # The y axis is a --measure (--metric is the distance of `reid eval` and `reid search`).
+    result = CliRunner().invoke(curves_command, [str(run), "--out", str(out), "--measure", "R1", "--force"])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(curves_command, [str(run), "--metric", "R1"]).exit_code == 2
     unvalidated = tmp_path / "plain"
     unvalidated.mkdir()
     (unvalidated / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "cpu_seconds": 1.0}) + "\n")

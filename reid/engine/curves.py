@@ -59,11 +59,11 @@ def _val_series(records: Iterable[dict[str, Any]]) -> dict[str, tuple[list[int],
         if not isinstance(val, dict) or "epoch" not in record:
             continue
         for name, scores in val.get("queries", {}).items():
-            for metric in ("R1", "mAP"):
-                if isinstance(scores, dict) and isinstance(scores.get(metric), (int, float)):
-                    xs, ys = out.setdefault(f"{name} {metric}", ([], []))
+            for measure in ("R1", "mAP"):
+                if isinstance(scores, dict) and isinstance(scores.get(measure), (int, float)):
+                    xs, ys = out.setdefault(f"{name} {measure}", ([], []))
                     xs.append(int(record["epoch"]))
-                    ys.append(100.0 * float(scores[metric]))
+                    ys.append(100.0 * float(scores[measure]))
     return out
 
 
@@ -117,6 +117,8 @@ def plot_run_curves(metrics_path: str | Path, out_path: str | Path, title: str =
 
 #: Cores of the reference machine: "minutes of 2-core training" = CPU seconds / 2 / 60.
 REFERENCE_CORES = 2
+#: What a learning curve draws (``reid curves --measure``): keys of a validated epoch's query-set scores.
+MEASURES: tuple[str, ...] = ("mAP", "R1")
 
 
 def budget_minutes(records: Sequence[dict[str, Any]], cores: int = REFERENCE_CORES) -> list[float]:
@@ -136,23 +138,23 @@ def budget_minutes(records: Sequence[dict[str, Any]], cores: int = REFERENCE_COR
     return out
 
 
-def learning_curve(records: Sequence[dict[str, Any]], query: str = "clean", metric: str = "mAP",
+def learning_curve(records: Sequence[dict[str, Any]], query: str = "clean", measure: str = MEASURES[0],
                    cores: int = REFERENCE_CORES) -> tuple[list[float], list[float]]:
-    """(budget minutes, metric in %) at every validated epoch of one run."""
+    """(budget minutes, ``measure`` in %) at every validated epoch of one run."""
     minutes = budget_minutes(records, cores)
     xs, ys = [], []
     for record, x in zip(records, minutes):
         scores = record.get("val", {}).get("queries", {}).get(query) if isinstance(record.get("val"), dict) else None
-        if isinstance(scores, dict) and isinstance(scores.get(metric), (int, float)):
+        if isinstance(scores, dict) and isinstance(scores.get(measure), (int, float)):
             xs.append(x)
-            ys.append(100.0 * float(scores[metric]))
+            ys.append(100.0 * float(scores[measure]))
     return xs, ys
 
 
 def plot_learning_curves(runs: dict[str, Sequence[dict[str, Any]]], out_path: str | Path,
-                         queries: Sequence[str] = ("clean",), metric: str = "mAP", title: str = "",
+                         queries: Sequence[str] = ("clean",), measure: str = MEASURES[0], title: str = "",
                          overwrite: bool = True) -> Path:
-    """Validation ``metric`` against minutes of 2-core training, one line per run and query set.
+    """Validation ``measure`` against minutes of 2-core training, one line per run and query set.
 
     Args:
         runs: label -> the run's metrics.jsonl records.
@@ -167,12 +169,12 @@ def plot_learning_curves(runs: dict[str, Sequence[dict[str, Any]]], out_path: st
     ax = fig.subplots()
     for index, (label, records) in enumerate(runs.items()):
         for q_index, query in enumerate(queries):
-            xs, ys = learning_curve(records, query, metric)
+            xs, ys = learning_curve(records, query, measure)
             if xs:
                 ax.plot(xs, ys, "-" if q_index == 0 else "--", marker="o", markersize=3, color=f"C{index}",
                         label=f"{label} — {query}")
     ax.set(xlabel=f"minutes of {REFERENCE_CORES}-core training (CPU time / {REFERENCE_CORES})",
-           ylabel=f"validation {metric} (%)", title=title or f"{metric} against training budget")
+           ylabel=f"validation {measure} (%)", title=title or f"{measure} against training budget")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
