@@ -56,10 +56,9 @@ def click_option(field_name: str, option: Option, help: str | None = None) -> Ca
             kwargs["type"] = kind
         elif option.text is not None:
             default = option.text(default)
+    if option.required:  # no default at all: Click takes an explicit None for a given value
+        return click.option(flag, field_name, required=True, **kwargs)
     kwargs["show_default"] = default not in (None, "")
-    if option.required:
-        kwargs.update(required=True, show_default=False)
-        default = None
     return click.option(flag, field_name, default=default, **kwargs)
 
 

@@ -1,10 +1,12 @@
 """Each option declared once: config fields carry default, help, range and choices; the Click
-options of `reid train`, `reid study` and `occsim generate` are derived from them; --help
-loads no torch."""
+options of every command built on a configuration class are derived from them; --help loads
+no torch."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,15 +171,127 @@ def test_option_checks_name_the_option_and_the_range(option: Option, value: obje
     option.check("x", option.default)
 
 
+def _load(target: str) -> object:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# Every command built on configuration classes: the classes whose fields are its options, the
+# options that are no field of them (outputs, run naming), and the fields whose help it rewords.
+CONFIG_COMMANDS = [
+    ("cli.reid_train:train_command", ["reid.engine.config:TrainConfig"],
+     {"recipes", "config_file", "data", "out", "name"}, set()),
+    ("cli.reid_study:study_command", ["reid.study_config:StudyConfig", "reid.engine.config:TrainConfig"],
+     {"grid", "data", "out", "test_data"}, {"alpha"}),
+    ("cli.occsim_cli:generate", ["occsim.generate_config:GenerateConfig", "occsim.occluders:OccluderParams"],
+     set(), set()),
+    ("cli.occsim_cli:synth", ["occsim.synth_config:SynthConfig"], {"out", "workers", "force"}, set()),
+    ("cli.reid_eval:eval_command", ["reid.engine.eval_config:EvalConfig"], {"out", "force"}, set()),
+    ("cli.reid_search:search_command", ["reid.inference.config:SearchConfig"], set(), set()),
+    ("cli.reid_export:export_command", ["reid.inference.config:ExportConfig"], set(), set()),
+]
+#: Configuration classes the commands build whose options are still written by hand.
+HAND_WRITTEN = {"EmbedConfig"}  # `reid embed` (cli/reid_embed.py)
+
+
+@pytest.mark.parametrize("command, classes, extra, reworded", CONFIG_COMMANDS, ids=[c[0] for c in CONFIG_COMMANDS])
+def test_every_config_option_of_a_command_is_derived_from_its_field(command: str, classes: list[str], extra: set,
+                                                                    reworded: set) -> None:
+    cmd = _load(command)
+    configs = [_load(c) for c in classes]
+    for param in cmd.params:
+        if param.name in extra:
+            continue
+        owner = next((c for c in configs if any(n == param.name and o.cli != "" for n, o in options_of(c))), None)
+        assert owner is not None, f"{command}: {param.opts} is no declared option of {classes}"
+        option = dict(options_of(owner))[param.name]
+        assert option.flag_name(param.name) in param.opts, param.name
+        assert param.name in reworded or param.help == option.help, param.name
+        assert param.required == option.required, param.name
+        if not option.required:  # Click's default, read as the config reads it, is the field's default
+            value = values_from_cli(owner, [param.name], {param.name: param.default})[param.name]
+            assert value == getattr(owner, param.name), (param.name, value)
+        if option.flag and not option.default and not option.tristate:  # off by default: a plain --flag
+            assert not param.secondary_opts, param.name
+
+
+def test_every_config_a_command_builds_is_covered() -> None:
+    built = set()
+    for module in (REPO / "cli").glob("*.py"):
+        built |= set(re.findall(r"\b([A-Z]\w*(?:Config|Params))\b", module.read_text()))
+    covered = {c.split(":")[1] for _, classes, _, _ in CONFIG_COMMANDS for c in classes}
+    assert built - covered == HAND_WRITTEN
+
+
+def test_synth_run_options_are_declared_once() -> None:
+    from cli.occsim_cli import generate, synth
+    from common.options import FORCE
+    from common.workers import PROCESS_WORKERS
+    from occsim.generate import DEFAULT_SYNTHETIC
+    from occsim.synth_config import SYNTH_OUT
+
+    params = {p.name: p for p in synth.params}
+    assert params["out"].default == str(SYNTH_OUT.default) == str(DEFAULT_SYNTHETIC)
+    assert params["workers"].help == PROCESS_WORKERS.help and params["force"].is_flag and not FORCE.default
+    # One --workers of process pools: the same help, range and default (0 = all cores) as generate's.
+    generate_workers = next(p for p in generate.params if p.name == "workers")
+    assert (params["workers"].default, params["workers"].type.min) == (generate_workers.default, 0) == (0, 0)
+    with pytest.raises(BadInputError, match=r"^n_ids \(--ids\) = 1: must be in \[2, 9998\]"):
+        _load("occsim.synth_config:SynthConfig")(n_ids=1)
+
+
+def test_data_loader_workers_have_one_default() -> None:
+    from cli.reid_eval import eval_command
+    from reid.engine.eval_config import EvalConfig
+
+    defaults = {name: next(p.default for p in cmd.params if p.name == "workers")
+                for name, cmd in (("train", train_command), ("study", study_command), ("eval", eval_command))}
+    assert set(defaults.values()) == {TrainConfig.workers} == {EvalConfig.workers}
+
+
+def test_eval_checks_its_options_once_for_the_command_and_the_library(tmp_path: Path) -> None:
+    from reid.engine.eval_config import EvalConfig
+
+    with pytest.raises(BadInputError, match=r"^--max-rank 0: must be at least 1$"):
+        EvalConfig(max_rank=0)
+    with pytest.raises(BadInputError, match=r"^--metric 'manhattan': use one of euclidean, cosine$"):
+        EvalConfig(metric="manhattan")
+    with pytest.raises(BadInputError, match=r"^--shortlist: only applies to --distance global\+local"):
+        EvalConfig(shortlist=5)
+    result = CliRunner().invoke(_load("cli.reid_eval:eval_command"), ["--shortlist", "5", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "--shortlist: only applies to --distance global+local" in result.output
+
+
+def test_search_and_export_check_their_options() -> None:
+    from reid.inference.config import ExportConfig, SearchConfig
+
+    with pytest.raises(BadInputError, match=r"^--top 0: must be at least 1$"):
+        SearchConfig(gallery=Path("g.h5"), query=Path("q.h5"), top=0)
+    with pytest.raises(BadInputError, match=r"^--distance 'local': use one of global, global\+local$"):
+        SearchConfig(gallery=Path("g.h5"), query=Path("q.h5"), distance="local")
+    with pytest.raises(BadInputError, match=r"^--opset 12: must be at least 13$"):
+        ExportConfig(out=Path("m.onnx"), opset=12)
+    with pytest.raises(BadInputError, match=r"^--format 'tflite': use one of onnx, torchscript$"):
+        ExportConfig(out=Path("m.onnx"), format="tflite")
+    result = CliRunner().invoke(_load("cli.reid_search:search_command"), ["--query", "q.h5"])
+    assert result.exit_code == 2 and "Missing option '--gallery'" in result.output
+
+
 # `occsim` loads only numpy to name its occluders and splits: not torch, OpenCV, h5py, nor the
 # generator's machinery (joblib, the spool, the HDF5 writer).
 @pytest.mark.parametrize("cli, argv, heavy_modules", [
     ("reid", ["--help"], ("torch", "torchvision", "numpy", "h5py")),
     ("reid", ["train", "--help"], ("torch", "torchvision", "numpy", "h5py")),
     ("reid", ["study", "--help"], ("torch", "torchvision", "numpy", "h5py")),
+    ("reid", ["eval", "--help"], ("torch", "torchvision", "numpy", "h5py")),
+    ("reid", ["search", "--help"], ("torch", "torchvision", "numpy", "h5py")),
+    ("reid", ["export", "--help"], ("torch", "torchvision", "numpy", "h5py")),
+    ("reid", ["curves", "--help"], ("torch", "torchvision", "numpy", "h5py", "matplotlib")),
     ("occsim", ["--help"], ("torch", "torchvision", "cv2", "h5py", "joblib", "occsim.generate", "occsim.store")),
     ("occsim", ["generate", "--help"], ("torch", "torchvision", "cv2", "h5py", "joblib", "occsim.generate",
                                         "occsim.store")),
+    ("occsim", ["synth", "--help"], ("torch", "torchvision", "cv2", "h5py", "joblib", "occsim.synth",
+                                     "occsim.generate")),
 ])
 def test_help_loads_no_torch(cli: str, argv: list[str], heavy_modules: tuple[str, ...]) -> None:
     code = (f"import sys\nfrom cli.{cli}_cli import main\n"
