@@ -9,8 +9,9 @@ Two kinds of ``--workers`` share the name, each with one meaning and one default
 
 * process pools (``occsim generate``, ``occsim synth``): :data:`PROCESS_WORKERS`, 0 = every
   usable core (:func:`resolve_workers`), the default;
-* data loaders (``reid train``, ``eval``, ``study``, ``embed``): PyTorch DataLoader worker
-  processes, 0 = images read in the main process (``TrainConfig.workers``).
+* data loaders (``reid train``, ``study``, ``eval``, ``embed``): PyTorch DataLoader worker
+  processes, 0 = images read in the main process; 4 for training (``TrainConfig.workers``),
+  0 for the one-pass commands (``EvalConfig.workers``, ``EmbedConfig.workers``).
 """
 
 from __future__ import annotations

@@ -167,9 +167,8 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
 
 def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], config: StudyConfig) -> dict[str, dict[str, Any]]:
     """Scores of ``checkpoint`` on each file's query sets ("all") against its clean gallery,
-    at the checkpoint's input size, with the study's distance, flip, device and data-loader
-    workers (``--workers``, as in training): role -> query set -> metrics, ``num_queries``
-    and ``cmc``."""
+    at the checkpoint's input size, with the study's distance, flip and device: role -> query
+    set -> metrics, ``num_queries`` and ``cmc``."""
     from reid.engine.evaluator import evaluate_model
     from reid.models.inference import load_inference_model
 
@@ -178,7 +177,7 @@ def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], config: S
     for role, path in eval_files.items():
         report = evaluate_model(model, path, queries=("all",), gallery="clean", device=config.device,
                                 input_size=spec.input_size, distance=config.distance, flip=config.flip,
-                                workers=config.base.workers, normalization=(spec.mean, spec.std))
+                                normalization=(spec.mean, spec.std))
         evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
                                         "cmc": [float(v) for v in row.cmc]}
                              for row in report.rows}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import re
 import subprocess
 import sys
@@ -240,13 +241,18 @@ def test_synth_run_options_are_declared_once() -> None:
         _load("occsim.synth_config:SynthConfig")(n_ids=1)
 
 
-def test_data_loader_workers_have_one_default() -> None:
+def test_data_loader_workers_are_declared_once_per_default() -> None:
     from cli.reid_eval import eval_command
     from reid.engine.eval_config import EvalConfig
+    from reid.engine.evaluator import evaluate_model
 
     defaults = {name: next(p.default for p in cmd.params if p.name == "workers")
                 for name, cmd in (("train", train_command), ("study", study_command), ("eval", eval_command))}
-    assert set(defaults.values()) == {TrainConfig.workers} == {EvalConfig.workers}
+    # Training (and every cell of a study) forks 4 loader processes; an evaluation reads in its own
+    # process unless asked, on the command line and in the library alike.
+    assert defaults == {"train": TrainConfig.workers, "study": TrainConfig.workers, "eval": EvalConfig.workers}
+    assert (TrainConfig.workers, EvalConfig.workers) == (4, 0)
+    assert inspect.signature(evaluate_model).parameters["workers"].default == EvalConfig.workers
 
 
 def test_eval_checks_its_options_once_for_the_command_and_the_library(tmp_path: Path) -> None:

@@ -47,8 +47,8 @@ class EvalConfig:
         shortlist: with distance "global+local", compute the aligned distance only for each
             query's ``shortlist`` nearest gallery rows by global distance.
         max_rank: length of the CMC curve.
-        workers: data-loader processes (0: read in the main process); the same option, and
-            default, as ``reid train --workers``, whose validation runs this evaluation.
+        workers: data-loader processes (0, the default: images read in this process;
+            training's validation passes ``reid train --workers``).
         amp: autocast (float16) during feature extraction; effective on CUDA only.
     """
 
@@ -82,7 +82,7 @@ class EvalConfig:
         None, "With --distance global+local: aligned distance only for each query's K nearest gallery images by "
               "global distance (for galleries too large for the full matrix).", low=1, metavar="K").field()
     max_rank: int = Option(50, "Length of the CMC curve.", low=1).field()
-    workers: int = option_of(TrainConfig, "workers").field()
+    workers: int = Option(0, "Data-loader processes (0: images read in this process).", low=0).field()
     amp: bool = True  # not a command-line option: the trainer passes its own setting
 
     def __post_init__(self) -> None:
