@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 _warned: set[str] = set()
 
 #: ``--workers`` of the commands that run a pool of processes: 0 = all cores (see :func:`resolve_workers`).
-PROCESS_WORKERS = Option(0, "Worker processes; 0 = all cores.", low=0, why="must be 0 (all cores) or a positive integer")
+PROCESS_WORKERS = Option(0, "Worker processes; 0 = all cores.", low=0,
+                         why="must be 0 (all cores) or a positive integer")
 
 
 def usable_cpus() -> int:

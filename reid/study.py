@@ -165,7 +165,8 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     return result, True
 
 
-def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path], config: StudyConfig) -> dict[str, dict[str, Any]]:
+def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path],
+                        config: StudyConfig) -> dict[str, dict[str, Any]]:
     """Scores of ``checkpoint`` on each file's query sets ("all") against its clean gallery,
     at the checkpoint's input size, with the study's distance, flip and device: role -> query
     set -> metrics, ``num_queries`` and ``cmc``."""

@@ -56,7 +56,8 @@ class EvalConfig:
                         metavar="PATH", parse=path_value).field()
     checkpoint: Path | None = Option(
         None, "Checkpoint to evaluate, or a run folder (its best.pt, else last.pt). "
-              "Default: best.pt (else last.pt) of the newest run under runs/.", metavar="PATH", parse=path_value).field()
+              "Default: best.pt (else last.pt) of the newest run under runs/.",
+        metavar="PATH", parse=path_value).field()
     queries: tuple[str, ...] = Option(
         ("all",), "Query set: clean, occluded (one row per occluder type in the file), occluded:TYPE "
                   "(e.g. occluded:mean) or all (clean + every occluded type). Repeatable or comma-separated.",
@@ -92,7 +93,8 @@ class EvalConfig:
             raise BadInputError("--shortlist: only applies to --distance global+local; drop it or change --distance")
         if self.shortlist is not None and self.rerank:
             # Shortlisted rows carry an offset that only orders them; re-ranking reads distances as distances.
-            raise BadInputError("--shortlist with --rerank: re-ranking needs the full distance matrix; drop one of them")
+            raise BadInputError("--shortlist with --rerank: re-ranking needs the full distance matrix; "
+                                "drop one of them")
 
 
 def resolve_visibility(visibility: str, has_head: bool, distance: str, shortlist: int | None) -> str:

@@ -65,12 +65,13 @@ class ExportConfig:
                        required=True).field()
     checkpoint: Path | None = Option(
         None, "Checkpoint to export, or a run folder (its best.pt, else last.pt). "
-              "Default: best.pt (else last.pt) of the newest run under runs/.", metavar="PATH", parse=path_value).field()
+              "Default: best.pt (else last.pt) of the newest run under runs/.",
+        metavar="PATH", parse=path_value).field()
     format: str = Option("onnx", "onnx needs `pip install -e .[export]` (onnx, onnxruntime).", choices=FORMATS).field()
     opset: int = Option(17, "ONNX opset (at most what the installed PyTorch exports).", low=MIN_OPSET).field()
-    tolerance: float = Option(1e-4, "Largest difference to PyTorch accepted on the check batch, relative to each "
-                                    "output's largest value when that is above 1; above it nothing is written (exit 2).",
-                              low=0.0).field()
+    tolerance: float = Option(1e-4, "Largest difference to PyTorch accepted on the check batch, relative to "
+                                    "each output's largest value when that is above 1; above it nothing is "
+                                    "written (exit 2).", low=0.0).field()
     force: bool = FORCE.field()
 
     def __post_init__(self) -> None:
