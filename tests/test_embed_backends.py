@@ -76,6 +76,7 @@ def _scaled_diff(got: np.ndarray, expected: np.ndarray) -> float:
 def test_auto_picks_onnxruntime_on_the_cpu_and_says_why_in_one_line(checkpoint: Path, crops: Path, tmp_path: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
+    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
     run_embed(_config(checkpoint, crops, tmp_path / "f.h5"))
     lines = _backend_lines(caplog)
     assert len(lines) == 1, lines
@@ -91,6 +92,7 @@ def test_auto_without_onnxruntime_uses_torch_and_says_why(checkpoint: Path, crop
     run_embed(_config(checkpoint, crops, tmp_path / "torch.h5", backend="torch"))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
     caplog.set_level(logging.INFO)
+    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
     run_embed(_config(checkpoint, crops, tmp_path / "auto.h5"))
     lines = _backend_lines(caplog)
     assert len(lines) == 1, lines
@@ -109,6 +111,7 @@ def test_auto_falls_back_to_torch_when_the_checkpoint_does_not_export(checkpoint
 
     monkeypatch.setattr(backends, "export_onnx", refuse)
     caplog.set_level(logging.INFO)
+    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
     run_embed(_config(checkpoint, crops, tmp_path / "f.h5"))
     assert _backend_lines(caplog) == [f"backend: torch {torch.__version__} on cpu, {torch.get_num_threads()} thread(s) "
                                       "(auto: the checkpoint does not export to ONNX (its 'global' output differs from "
@@ -216,6 +219,8 @@ def test_resume_with_onnxruntime_gives_the_uninterrupted_bytes_and_keeps_its_bac
                                          ONNX_FILE]
 
     caplog.set_level(logging.INFO)
+
+    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
     computed: list[int] = []
     report = run_embed(_config(checkpoint, crops, out, resume=True, **options), on_chunk=lambda c, d: computed.append(c))
     assert computed == [2] and report.resumed_rows == 8 and report.computed_rows == 1  # p8; p9 is unreadable
@@ -240,6 +245,7 @@ def test_auto_resumes_a_torch_run_with_torch(checkpoint: Path, crops: Path, tmp_
     with pytest.raises(KeyboardInterrupt):
         run_embed(_config(checkpoint, crops, out, **options), on_chunk=stop)
     caplog.set_level(logging.INFO)
+    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
     run_embed(_config(checkpoint, crops, out, batch_size=2, chunk_rows=4, resume=True))
     assert _backend_lines(caplog)[-1].endswith("(auto: the interrupted run used torch)")
     assert filecmp.cmp(tmp_path / "whole.h5", out, shallow=False)

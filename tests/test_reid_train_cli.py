@@ -43,15 +43,15 @@ def test_a_diverging_run_exits_2_with_one_line(tiny_store: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    import reid.engine.trainer as trainer
+    import reid.engine.step as step
 
-    real = trainer.compute_losses
+    real = step.compute_losses
 
     def nan_loss(*args, **kwargs):
         losses = real(*args, **kwargs)
         return dataclasses.replace(losses, total=losses.total * float("nan"))
 
-    monkeypatch.setattr(trainer, "compute_losses", nan_loss)
+    monkeypatch.setattr(step, "compute_losses", nan_loss)
     result = _train("--data", str(tiny_store), "--out", str(tmp_path / "run"))
     assert result.exit_code == 2, result.output
     assert "diverged at step 1" in _error_line(result) and "Traceback" not in result.output
