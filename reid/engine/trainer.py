@@ -245,7 +245,7 @@ class _Run:
                                 f"source {self.store.source}); train on another file (e.g. Market-1501) and "
                                 f"evaluate here with `reid eval --data {config.data} --checkpoint RUN/last.pt`")
         if config.eval_every > 0:
-            from reid.engine.evaluator import expand_queries
+            from reid.engine.queries import expand_queries
 
             try:  # a bad query set fails before training, not after the first epochs
                 expand_queries(config.eval_queries, self.store)

@@ -37,7 +37,7 @@ stride (the aligned distance costs H^2 per pair, so 16 stripes would cost 4x at 
 The optional visibility head (``visibility_head=True``) predicts, per stripe, the logit of the
 fraction of that stripe that is visible (not covered by an occluder); it is trained with the
 simulator's boxes (:mod:`reid.losses.visibility`) and weighs the stripes of the
-visibility-weighted aligned distance (:func:`reid.distance.visibility_weighted_aligned_distance`).
+visibility-weighted aligned distance (:func:`reid.retrieval_distance.visibility_weighted_aligned_distance`).
 It is a 1x1 conv (D -> 1, with bias) on the *pooled stripe features* [N, D, H, 1], before the
 local projection: those D-dim features carry all the evidence the backbone has about the
 stripe, whereas the 128-d local feature is a BN + ReLU projection shaped by the triplet metric
