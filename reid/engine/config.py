@@ -108,7 +108,7 @@ class TrainConfig:
         workers: data-loader processes.
         seed: seeds the model initialisation, the sampler and the augmentation.
         eval_every: validate every N epochs and after the last (0 = never).
-        eval_queries: query sets for validation (see :func:`reid.engine.evaluator.expand_queries`).
+        eval_queries: query sets for validation (see :func:`reid.engine.queries.expand_queries`).
         resume: continue the run in ``out`` from its last.pt.
         force: delete the run in ``out`` and start over.
         max_steps_per_epoch: cut every epoch to this many steps (tiny runs, demos).
