@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -31,68 +30,17 @@ import torch
 import torch.utils.data
 from tqdm import tqdm
 
-from common.atomic import atomic_write_bytes, atomic_write_json, check_output
+from common.atomic import atomic_write_bytes, atomic_write_json
 from common.errors import BadInputError
 from common.workers import cap_workers
+from reid.inference.embed_config import EmbedConfig
 from reid.inference.features_file import FeatureBlock, write_features
-from reid.inference.images import SPLITS, ImageList, decode_file, list_images
+from reid.inference.images import ImageList, decode_file, list_images
 
 logger = logging.getLogger(__name__)
 
 _CHUNK_NAME = re.compile(r"^chunk-(\d{6})\.npz$")
 _SPOOL_MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    """Options of ``reid embed``.
-
-    Attributes:
-        checkpoint: a checkpoint written by ``reid train``.
-        src: folder (recursive), ``.txt`` list, image, or occluded-reid ``.h5`` file.
-        out: the features file to write.
-        batch_size: images per forward pass.
-        workers: data-loader processes decoding images (0: in the main process).
-        device: "auto", "cpu", "cuda" or "cuda:N".
-        flip: average each image's features with its mirror's.
-        local: also store the stripe features [N, H, C] (needed for ``--distance global+local``).
-        skip_bad: list and skip unreadable images instead of stopping at the first.
-        resume: continue an interrupted run from its spool folder.
-        force: replace an existing ``out`` (never ``src`` or ``checkpoint``).
-        splits: the splits of an ``.h5`` source, in this order.
-        chunk_rows: images per spool chunk (rounded up to whole batches): the most work a kill can lose.
-        backend: "auto", "torch" or "onnxruntime" (:mod:`reid.inference.backends`).
-    """
-
-    checkpoint: Path
-    src: Path
-    out: Path
-    batch_size: int = 64
-    workers: int = 0
-    device: str = "auto"
-    flip: bool = False
-    local: bool = True
-    skip_bad: bool = False
-    resume: bool = False
-    force: bool = False
-    splits: tuple[str, ...] = SPLITS
-    chunk_rows: int = 4096
-    backend: str = "auto"
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise BadInputError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.workers < 0:
-            raise BadInputError(f"--workers {self.workers}: must be 0 or more")
-        if self.chunk_rows < 1:
-            raise BadInputError(f"chunk_rows {self.chunk_rows}: must be at least 1")
-        if Path(self.out).is_dir():
-            raise BadInputError(f"--out {self.out}: is a folder; give the name of the .h5 file to write")
-        check_output(self.out, (self.src, self.checkpoint), self.force, "features file")
-
-    @property
-    def batches_per_chunk(self) -> int:
-        return max(1, math.ceil(self.chunk_rows / self.batch_size))
 
 
 @dataclass
