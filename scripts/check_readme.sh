@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-export PATH="$PWD/$VENV/bin:$PATH"
+VENV="$(cd "$VENV" && pwd)"   # absolute, whether VENV was given relative or absolute
+export PATH="$VENV/bin:$PATH"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 # The tour is the bash block that follows "## Five minutes on your own data".

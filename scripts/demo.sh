@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${VENV:-.venv}"
-export PATH="$PWD/$VENV/bin:$PATH"
+VENV="$(cd "$VENV" && pwd)"   # absolute, whether VENV was given relative or absolute
+export PATH="$VENV/bin:$PATH"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 OUT=reports/demo
 EPOCHS="${DEMO_EPOCHS:-12}"
