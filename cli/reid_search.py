@@ -30,6 +30,10 @@ def search_command(**options: Any) -> None:
     if config.checkpoint is not None:
         config = replace(config, checkpoint=resolve_checkpoint(config.checkpoint))
     report = run_search(config)
+    for query, results in report.top:
+        click.echo(f"{query}: " + ", ".join(f"{path} ({distance:.3f})" for path, distance in results))
+    if report.num_queries > len(report.top):
+        click.echo(f"... {report.num_queries - len(report.top)} more queries in {report.json_path}")
     click.echo(str(report.json_path))
     for path in report.figures:
         click.echo(str(path))

@@ -291,6 +291,11 @@ def test_embed_then_search_finds_each_querys_identity_at_rank_1(trained_checkpoi
         assert best.split("_")[0] == query["query"].split("_")[0], query
         assert query["occlusion"] is None
         assert [r["rank"] for r in query["results"]] == [1, 2, 3]
+    # The command prints each query's top results (all 8 queries here, 3 results each), then what it wrote.
+    printed = result.stdout.strip().splitlines()
+    first = results["queries"][0]
+    assert printed[0] == f"{first['query']}: " + ", ".join(f"{r['path']} ({r['distance']:.3f})" for r in first["results"])
+    assert len(printed) == 8 + 1 + 3 and printed[8].endswith("search.json")  # then the three PNGs
     assert sorted(os.listdir(tmp_path / "res")) == ["query_0000.png", "query_0001.png", "search.json", "search_sheet.png"]
     sheet = cv2.imread(str(tmp_path / "res" / "search_sheet.png"))
     first = cv2.imread(str(tmp_path / "res" / "query_0000.png"))

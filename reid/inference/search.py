@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -348,9 +348,17 @@ def _short(name: str, width: int = 18) -> str:
 
 @dataclass
 class SearchReport:
+    """What ``run_search`` wrote; ``top`` the first (path, distance) results of each of the first
+    :data:`PRINTED_QUERIES` queries, as (query, results) pairs, for the command to print."""
+
     json_path: Path
     figures: list[Path]
     num_queries: int
+    top: list[tuple[str, list[tuple[str, float]]]] = field(default_factory=list)
+
+
+#: How many queries, and results of each, ``reid search`` prints (the JSON has them all).
+PRINTED_QUERIES, PRINTED_RESULTS = 10, 3
 
 
 def run_search(config: SearchConfig) -> SearchReport:
@@ -410,7 +418,9 @@ def run_search(config: SearchConfig) -> SearchReport:
             read_gallery.close()
         if rows:
             figures.append(write_png(out / SEARCH_SHEET, vstack_rows(rows), overwrite=overwrite))
-    return SearchReport(json_path=json_path, figures=figures, num_queries=len(queries.names))
+    top = [(q["query"], [(r["path"], r["distance"]) for r in q["results"][:PRINTED_RESULTS]])
+           for q in payload["queries"][:PRINTED_QUERIES]]
+    return SearchReport(json_path=json_path, figures=figures, num_queries=len(queries.names), top=top)
 
 
 __all__: Sequence[str] = ("ArrayGallery", "TopK", "search_topk", "run_search", "load_queries")
