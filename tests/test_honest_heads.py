@@ -206,3 +206,17 @@ def test_saliency_with_the_obc_target_marks_an_untrained_head(tiny_store: Path, 
     report = run_saliency(tiny_store, [heads["untrained"]], tmp_path / "sim", names=["base"], ids=[102], device="cpu")
     assert "obc_head_trained" not in report.summary["models"][0] and "base" in drawn
     assert "untrained" not in format_box_mass_table(report.summary)
+
+
+def test_curves_leave_out_the_obc_head_when_it_does_not_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reid.engine import curves
+
+    drawn: list[str] = []
+    real = curves._series
+    monkeypatch.setattr(curves, "_series", lambda records, key: (drawn.append(key), real(records, key))[1])
+    records = [{"epoch": 1, "total": 1.0, "obc": 0.69, "obc_acc": 0.5, "violation_fraction": 0.2}]
+    curves.plot_curves(records, tmp_path / "with.png", obc=True)
+    assert {"obc", "obc_acc"} <= set(drawn)
+    drawn.clear()
+    curves.plot_curves(records, tmp_path / "without.png", obc=False)
+    assert "obc" not in drawn and "obc_acc" not in drawn and "violation_fraction" in drawn

@@ -4,7 +4,8 @@ Reads the records the trainer appends to ``metrics.jsonl`` (one JSON object per 
 :mod:`reid.engine.trainer`) and draws, with matplotlib's Agg backend (no display needed):
 
 * left: every loss per epoch (total, triplet_global, triplet_local, id, obc);
-* middle: OBC accuracy and the fraction of margin-violating triplets;
+* middle: OBC accuracy and the fraction of margin-violating triplets (the OBC curves only
+  where the head trains: alpha < 1);
 * right: validation R1 and mAP per query set, at the epochs that were validated.
 
 The file is written to a temporary name and renamed, so a reader never sees half a PNG.
@@ -67,8 +68,9 @@ def _val_series(records: Iterable[dict[str, Any]]) -> dict[str, tuple[list[int],
     return out
 
 
-def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: str = "") -> Path:
-    """Draw the curves of ``records`` (metrics.jsonl objects) into ``out_path`` (PNG), atomically."""
+def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: str = "", obc: bool = True) -> Path:
+    """Draw the curves of ``records`` (metrics.jsonl objects) into ``out_path`` (PNG), atomically;
+    ``obc`` False (alpha = 1: the OBC head never trains) leaves its loss and accuracy out."""
     import io
 
     # A bare Figure draws with Agg (no display needed) without touching pyplot's global backend.
@@ -78,16 +80,17 @@ def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: 
     fig = Figure(figsize=(15, 4.2))
     axes = fig.subplots(1, 3)
     ax_loss, ax_rate, ax_val = axes
-    for key in LOSS_KEYS:
+    skipped = () if obc else ("obc", "obc_acc")
+    for key in (k for k in LOSS_KEYS if k not in skipped):
         xs, ys = _series(records, key)
         if xs:
             ax_loss.plot(xs, ys, marker="o", markersize=3, label=key)
     ax_loss.set_title("losses")
-    for key in RATE_KEYS:
+    for key in (k for k in RATE_KEYS if k not in skipped):
         xs, ys = _series(records, key)
         if xs:
             ax_rate.plot(xs, ys, marker="o", markersize=3, label=key)
-    ax_rate.set_title("OBC accuracy / violating triplets")
+    ax_rate.set_title("OBC accuracy / violating triplets" if obc else "violating triplets")
     ax_rate.set_ylim(-0.02, 1.02)
     val = _val_series(records)
     for name, (xs, ys) in val.items():
@@ -110,9 +113,9 @@ def plot_curves(records: Sequence[dict[str, Any]], out_path: str | Path, title: 
     return out_path
 
 
-def plot_run_curves(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
-    """Read ``metrics_path`` (metrics.jsonl) and draw ``out_path`` (curves.png)."""
-    return plot_curves(read_metrics(metrics_path), out_path, title)
+def plot_run_curves(metrics_path: str | Path, out_path: str | Path, title: str = "", obc: bool = True) -> Path:
+    """Read ``metrics_path`` (metrics.jsonl) and draw ``out_path`` (curves.png); see :func:`plot_curves`."""
+    return plot_curves(read_metrics(metrics_path), out_path, title, obc)
 
 
 #: Cores of the reference machine: "minutes of 2-core training" = CPU seconds / 2 / 60.

@@ -365,7 +365,8 @@ class _Run:
 
     def _log_record(self, record: dict[str, Any]) -> None:
         append_metrics(self.run_dir / METRICS_FILE, record)
-        plot_run_curves(self.run_dir / METRICS_FILE, self.run_dir / CURVES_FILE, title=self.run_dir.name)
+        plot_run_curves(self.run_dir / METRICS_FILE, self.run_dir / CURVES_FILE, title=self.run_dir.name,
+                        obc=self.config.alpha < 1)
 
     # --------------------------------------------------------------------- loop
 
