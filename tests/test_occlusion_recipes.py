@@ -142,3 +142,17 @@ def test_grid_rows_never_train_on_a_held_out_occluder() -> None:
     assert without_held_out(named, ("mean", "pedestrian")) is named
     config = with_pedestrian.train_config(TrainConfig(arch="resnet18"))
     assert config.train_occluders == ("mean", "black", "random") and config.train_on == "both"
+
+
+def test_the_epoch_line_shows_the_twin_loss_only_where_it_trains(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from reid.engine.step import log_epoch
+
+    record = {"epoch": 1, "total": 2.0, "triplet_global": 0.5, "triplet_local": 0.3, "id": 1.0, "obc": 0.69,
+              "obc_acc": 0.5, "twin": 0.25, "lr": 1e-3, "images_per_s": 10.0}
+    with caplog.at_level(logging.INFO):
+        log_epoch(record, 3, False, obc=False, twin=True)
+        log_epoch(record, 3, False, obc=False, twin=False)
+    with_twin, without = [r.getMessage() for r in caplog.records][-2:]
+    assert "twin 0.2500" in with_twin and "twin" not in without and "obc" not in without

@@ -144,15 +144,17 @@ def fmt_losses(values: dict[str, float]) -> str:
     return ", ".join(f"{name}={values[name]:.4g}" for name in LOGGED_LOSSES if name in values)
 
 
-def log_epoch(record: dict[str, Any], epochs: int, improved: bool, obc: bool) -> None:
-    """One log line per epoch; ``obc``: the OBC loss and accuracy are in it (alpha < 1: the head trains)."""
+def log_epoch(record: dict[str, Any], epochs: int, improved: bool, obc: bool, twin: bool = False) -> None:
+    """One log line per epoch; ``obc``: the OBC loss and accuracy are in it (alpha < 1: the head
+    trains); ``twin``: the twin-consistency loss is (its weight is > 0; metrics.jsonl has it
+    whenever a batch holds twins)."""
     text = f"epoch {record['epoch']}/{epochs}: "
     if "total" in record:
         text += (
             f"loss {record['total']:.4f} (tri {record['triplet_global']:.4f}/{record['triplet_local']:.4f}, "
             f"id {record['id']:.4f}"
             + (f", obc {record['obc']:.4f}, obc acc {100 * record['obc_acc']:.1f}%" if obc else "")
-            + (f", twin {record['twin']:.4f}" if record.get("twin") else "") + "), "
+            + (f", twin {record['twin']:.4f}" if twin else "") + "), "
             f"lr {record['lr']:.2e}, {record['images_per_s']:.0f} img/s"
         )
     else:  # a resumed epoch whose steps had all run before the interruption

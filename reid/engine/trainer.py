@@ -414,7 +414,7 @@ class _Run:
                 self._save(self.best_path, with_optimizer=False)
             self._log_record(record)
             self.pending_record = None
-            log_epoch(record, config.epochs, improved, obc=config.alpha < 1)
+            log_epoch(record, config.epochs, improved, obc=config.alpha < 1, twin=config.twin_weight > 0)
         D.barrier(info)
 
     def _run_epoch(self, guard: InterruptGuard) -> dict[str, Any]:
