@@ -33,7 +33,8 @@ def test_sizings_set_what_they_say() -> None:
     assert (cpu.arch, cpu.pretrained, cpu.input_size, cpu.last_stride, cpu.device) == (
         "resnet18", None, (128, 64), 2, "cpu")
     imagenet = apply_recipes(TrainConfig(), ("cpu-imagenet",))
-    assert (imagenet.arch, imagenet.pretrained, imagenet.last_stride) == ("mobilenet_v2", "imagenet", 1)
+    assert (imagenet.arch, imagenet.pretrained, imagenet.input_size, imagenet.last_stride) == (
+        "mobilenet_v2", "imagenet", (256, 128), 2)
 
 
 def test_unknown_recipe_lists_the_known_ones() -> None:
