@@ -49,11 +49,6 @@ DOWNLOAD_TIMEOUT_S = 10.0
 #: Key prefixes of torchvision's ImageNet files that are not part of the trunk (the 1000-way classifier).
 _HEAD_PREFIXES: tuple[str, ...] = ("fc.", "classifier.")
 
-#: Recorded in a reid checkpoint (reid.models.checkpoint.CHECKPOINT_FORMAT), spelled here to
-#: recognise one without importing the checkpoint module (which imports this one's user).
-_REID_CHECKPOINT_FORMAT = "occluded-reid-checkpoint"
-
-
 def is_mobilenet(arch: str) -> bool:
     """True for the MobileNetV2 trunk, False for the ResNets."""
     return arch == "mobilenet_v2"
@@ -137,8 +132,11 @@ def extract_trunk_state(raw: Any, source: Path | str, arch: str,
     with or without the ImageNet classifier) in today's layout or, for MobileNetV2, in
     torchvision's older one (see :func:`map_in_order`). Every tensor's shape is checked.
     """
+    # Imported here: reid.models.checkpoint imports the model, which imports this module.
+    from reid.models.checkpoint import CHECKPOINT_FORMAT
+
     hint = _weights_hint(arch)
-    if isinstance(raw, dict) and raw.get("format") == _REID_CHECKPOINT_FORMAT:
+    if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
         raise BadInputError(f"{source}: a reid checkpoint, not backbone weights; start from all of it with "
                             f"--init-from {source} (and --pretrained none is implied)")
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
