@@ -28,7 +28,7 @@ from cli.train_options import (
 )
 from common.errors import BadInputError
 from common.options import comma_words
-from reid.engine.config import TrainConfig, schedule_warnings
+from reid.engine.config import TrainConfig, config_warnings
 from reid.recipes import layered_config
 
 #: Exit status of a run stopped with Ctrl-C (128 + SIGINT, the shell convention).
@@ -76,7 +76,7 @@ def train_command(recipes: str, config_file: Path | None, data: Path, out: Path 
             raise BadInputError("--resume: give the run to continue with --out runs/NAME (or --name NAME)")
         out = Path("runs") / (name or _default_name(config.arch, config.alpha, config.train_on))
     config = replace(config, out=str(out))
-    for warning in schedule_warnings(config):
+    for warning in config_warnings(config):
         logging.getLogger("reid.train").warning(warning)
     result = train(config)
     if os.environ.get("RANK", "0") != "0":

@@ -136,22 +136,22 @@ def test_recipes_command_and_a_bad_recipe_name(tiny_store: Path, tmp_path: Path)
 
 
 def test_schedule_cut_short_by_the_epochs_is_said() -> None:
-    from reid.engine.config import schedule_warnings
+    from reid.engine.config import config_warnings
 
-    assert schedule_warnings(TrainConfig()) == []  # 120 epochs, 10 warm-up, milestones 40, 70
-    short = schedule_warnings(TrainConfig(epochs=2, schedule="cosine"))
+    assert config_warnings(TrainConfig()) == []  # 120 epochs, 10 warm-up, milestones 40, 70
+    short = config_warnings(TrainConfig(epochs=2, schedule="cosine"))
     assert len(short) == 1 and "--warmup-epochs 10 is not shorter than --epochs 2" in short[0]
-    steps = schedule_warnings(TrainConfig(epochs=50, schedule="step"))
+    steps = config_warnings(TrainConfig(epochs=50, schedule="step"))
     assert len(steps) == 1 and "--milestones 70 fall at or after --epochs 50" in steps[0]
-    assert schedule_warnings(apply_recipes(TrainConfig(), ("cpu",))) == []
+    assert config_warnings(apply_recipes(TrainConfig(), ("cpu",))) == []
 
 
 def test_a_huge_size_is_refused_before_any_work_and_too_many_stripes_are_said() -> None:
-    from reid.engine.config import schedule_warnings
+    from reid.engine.config import config_warnings
 
     with pytest.raises(BadInputError, match=r"--size 100000x100000: each side must be 1 to 4096 pixels"):
         TrainConfig(input_size=(100000, 100000))
-    warnings = schedule_warnings(TrainConfig(input_size=(64, 32), num_stripes=99, schedule="cosine", epochs=20))
+    warnings = config_warnings(TrainConfig(input_size=(64, 32), num_stripes=99, schedule="cosine", epochs=20))
     assert len(warnings) == 1 and "--stripes 99: the last feature map of a 64-pixel-high input has 4 rows" in warnings[0]
-    assert schedule_warnings(TrainConfig(input_size=(128, 64), last_stride=2, num_stripes=4, schedule="cosine",
+    assert config_warnings(TrainConfig(input_size=(128, 64), last_stride=2, num_stripes=4, schedule="cosine",
                                          epochs=20)) == []

@@ -279,7 +279,7 @@ class TrainConfig:
                                erasing_fill=self.erasing_fill, erasing_labels=self.erasing_labels)
 
 
-def schedule_warnings(config: TrainConfig) -> list[str]:
+def config_warnings(config: TrainConfig) -> list[str]:
     """One line for each part of the learning-rate schedule that ``config.epochs`` cuts short
     (a run that never reaches its peak learning rate, or never decays, trains differently
     from what its options say), and for more stripes than the last feature map has rows
