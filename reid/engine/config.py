@@ -25,11 +25,11 @@ from common.options import (
     validate_options,
 )
 from reid.options import (
-    ERASING_FILLS,
     ALPHA,
     ARCH_DIMS,
     CLEAN_ANCHORS_ONLY,
     DEVICES,
+    ERASING_FILLS,
     EXCLUDE_TWIN_POSITIVE,
     LABEL_SMOOTHING,
     MARGIN,
@@ -181,8 +181,9 @@ class TrainConfig:
                                          "target).", flag=True).field()
     twin_weight: float = TWIN_WEIGHT.field()
     device: str = Option("auto", "auto: CUDA when available, else the CPU.", choices=DEVICES).field()
-    amp: bool | None = Option(None, "Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA. On a CPU, "
-                                    "bf16 where the CPU runs it natively (AVX512-BF16, AMX), else float32.", flag=True, tristate=True).field()
+    amp: bool | None = Option(None, "Mixed precision (bf16, or fp16 with loss scaling); default on with CUDA. "
+                                    "On a CPU, bf16 where the CPU runs it natively (AVX512-BF16, AMX), else "
+                                    "float32.", flag=True, tristate=True).field()
     workers: int = Option(4, "Data-loader processes.", low=0).field()
     seed: int = Option(0, "Seeds the model initialisation, the sampler and the augmentation.").field()
     eval_every: int = Option(10, "Validate (R1, mAP on clean and occluded queries) every N epochs and after the "
