@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import h5py
@@ -24,7 +25,7 @@ from click.testing import CliRunner
 from cli.reid_embed import embed_command
 from common.errors import BadInputError
 from reid.inference.backends import BACKEND_RECORD, ONNX_FILE
-from reid.inference.embed import EmbedConfig, run_embed, spool_dir
+from reid.inference.embed import EmbedConfig, EmbedReport, run_embed, spool_dir
 from reid.inference.export import ExportConfig
 from tests.conftest import one_error_line
 
@@ -57,6 +58,16 @@ def _backend_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == BACKENDS_LOGGER]
 
 
+def _embed_logged(caplog: pytest.LogCaptureFixture, config: EmbedConfig,
+                  **kwargs: Any) -> tuple[EmbedReport, list[str]]:
+    """``run_embed(config, **kwargs)``'s report and the backend lines that run logged (only
+    its own: an earlier run or test may have left logging at INFO)."""
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    report = run_embed(config, **kwargs)
+    return report, _backend_lines(caplog)
+
+
 def _layout(path: Path) -> tuple[dict, dict]:
     """(root attributes, {dataset: (dtype, shape)}) of a features file."""
     with h5py.File(path, "r") as h5:
@@ -75,10 +86,7 @@ def _scaled_diff(got: np.ndarray, expected: np.ndarray) -> float:
 
 def test_auto_picks_onnxruntime_on_the_cpu_and_says_why_in_one_line(checkpoint: Path, crops: Path, tmp_path: Path,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
-    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
-    run_embed(_config(checkpoint, crops, tmp_path / "f.h5"))
-    lines = _backend_lines(caplog)
+    _, lines = _embed_logged(caplog, _config(checkpoint, crops, tmp_path / "f.h5"))
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"backend: onnxruntime {__import__('onnxruntime').__version__}, "
                                f"{torch.get_num_threads()} thread(s) (auto: CPU, onnxruntime installed; exported")
@@ -91,10 +99,7 @@ def test_auto_without_onnxruntime_uses_torch_and_says_why(checkpoint: Path, crop
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     run_embed(_config(checkpoint, crops, tmp_path / "torch.h5", backend="torch"))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
-    caplog.set_level(logging.INFO)
-    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
-    run_embed(_config(checkpoint, crops, tmp_path / "auto.h5"))
-    lines = _backend_lines(caplog)
+    _, lines = _embed_logged(caplog, _config(checkpoint, crops, tmp_path / "auto.h5"))
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"backend: torch {torch.__version__} on cpu, {torch.get_num_threads()} thread(s) "
                                "(auto: onnxruntime is not installed (pip install -e '.[export]'")
@@ -110,10 +115,8 @@ def test_auto_falls_back_to_torch_when_the_checkpoint_does_not_export(checkpoint
         raise BadInputError("its 'global' output differs from PyTorch by 0.5 (more than 0.0001) in ONNX Runtime")
 
     monkeypatch.setattr(backends, "export_onnx", refuse)
-    caplog.set_level(logging.INFO)
-    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
-    run_embed(_config(checkpoint, crops, tmp_path / "f.h5"))
-    assert _backend_lines(caplog) == [f"backend: torch {torch.__version__} on cpu, {torch.get_num_threads()} thread(s) "
+    _, lines = _embed_logged(caplog, _config(checkpoint, crops, tmp_path / "f.h5"))
+    assert lines == [f"backend: torch {torch.__version__} on cpu, {torch.get_num_threads()} thread(s) "
                                       "(auto: the checkpoint does not export to ONNX (its 'global' output differs from "
                                       "PyTorch by 0.5 (more than 0.0001) in ONNX Runtime))"]
     result = CliRunner().invoke(embed_command, ["--checkpoint", str(checkpoint), "--src", str(crops), "--out",
@@ -218,13 +221,10 @@ def test_resume_with_onnxruntime_gives_the_uninterrupted_bytes_and_keeps_its_bac
     assert sorted(os.listdir(spool)) == [BACKEND_RECORD, "chunk-000000.npz", "chunk-000001.npz", "manifest.json",
                                          ONNX_FILE]
 
-    caplog.set_level(logging.INFO)
-
-    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
     computed: list[int] = []
-    report = run_embed(_config(checkpoint, crops, out, resume=True, **options), on_chunk=lambda c, d: computed.append(c))
+    report, lines = _embed_logged(caplog, _config(checkpoint, crops, out, resume=True, **options),
+                                  on_chunk=lambda c, d: computed.append(c))
     assert computed == [2] and report.resumed_rows == 8 and report.computed_rows == 1  # p8; p9 is unreadable
-    lines = _backend_lines(caplog)
     assert len(lines) == 1 and lines[0].startswith("backend: onnxruntime") and \
         lines[0].endswith("(auto: CPU, onnxruntime installed (the interrupted run's backend); reusing the interrupted "
                           "run's model.onnx)"), lines
@@ -244,8 +244,6 @@ def test_auto_resumes_a_torch_run_with_torch(checkpoint: Path, crops: Path, tmp_
 
     with pytest.raises(KeyboardInterrupt):
         run_embed(_config(checkpoint, crops, out, **options), on_chunk=stop)
-    caplog.set_level(logging.INFO)
-    caplog.clear()  # this run's lines only (an earlier run or test may have logged at INFO)
-    run_embed(_config(checkpoint, crops, out, batch_size=2, chunk_rows=4, resume=True))
-    assert _backend_lines(caplog)[-1].endswith("(auto: the interrupted run used torch)")
+    _, lines = _embed_logged(caplog, _config(checkpoint, crops, out, batch_size=2, chunk_rows=4, resume=True))
+    assert lines[-1].endswith("(auto: the interrupted run used torch)")
     assert filecmp.cmp(tmp_path / "whole.h5", out, shallow=False)
