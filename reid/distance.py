@@ -148,6 +148,35 @@ def aligned_local_distance(x: Tensor, y: Tensor, block_size: int | None = None) 
         return _aligned_nograd(x, y, block_size)
 
 
+def aligned_pair_distance(x: Tensor, y: Tensor) -> Tensor:
+    """The aligned distance of :func:`aligned_local_distance` for matched rows: x[i] with y[i].
+
+    What TriHard's local term needs: the distance of each anchor to its mined positive and
+    negative only (2N pairs), not the N x N matrix (N^2 pairs, each an H x H path search with
+    autograd: about 150 ms a step on the CPU for N = 128, H = 8, and 1.7 s for H = 16).
+    Same stripe distances and path, computed the same way (squared distances as
+    ||x||^2 + ||y||^2 - 2 x.y, clamped at :data:`EPS`), so entry i equals
+    ``aligned_local_distance(x, y)[i, i]``.
+
+    Args:
+        x: shape [N, H, C].
+        y: shape [N, H, C].
+
+    Returns:
+        shape [N], float32 (float64 for float64 inputs); differentiable.
+    """
+    if x.dim() != 3 or x.shape != y.shape:
+        raise BadInputError(
+            f"local features: expected two [N, H, C] tensors of one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    x, y = full_precision(x), full_precision(y)
+    with no_autocast(x):
+        xx = x.pow(2).sum(dim=2, keepdim=True)  # [N, H, 1]
+        yy = y.pow(2).sum(dim=2).unsqueeze(1)  # [N, 1, H]
+        sq = torch.baddbmm(xx + yy, x, y.transpose(1, 2), beta=1.0, alpha=-2.0)  # [N, H, H]
+        return _dp_out_of_place(stripe_distance(sq.clamp(min=EPS).sqrt()))
+
+
 def _aligned_autograd(x: Tensor, y: Tensor, block_size: int) -> Tensor:
     """Differentiable aligned distance, out-of-place, blocked over rows of ``x`` and ``y``."""
     m, h, c = x.shape

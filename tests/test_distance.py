@@ -12,6 +12,7 @@ import torch
 from common.errors import BadInputError
 from reid.distance import (
     aligned_local_distance,
+    aligned_pair_distance,
     cosine_distance,
     euclidean_distance,
     pairwise_distance,
@@ -120,6 +121,29 @@ def test_aligned_properties() -> None:
     # most H of them on the diagonal).
     dxx = aligned_local_distance(x, x)
     assert (dxx.diagonal() > 0.5).all()
+
+
+@pytest.mark.parametrize("h", [1, 3, 8])
+def test_aligned_pair_distance_is_the_matrix_diagonal(h: int) -> None:
+    """Matched rows give the brute-force aligned distance of each pair, the diagonal of the
+    N x N matrix, with autograd and without."""
+    gen = torch.Generator().manual_seed(10 + h)
+    x = torch.randn(6, h, 5, generator=gen, dtype=torch.float64)
+    y = torch.randn(6, h, 5, generator=gen, dtype=torch.float64)
+    ref = torch.from_numpy(_brute_aligned(x.numpy(), y.numpy())).diagonal()
+    torch.testing.assert_close(aligned_pair_distance(x, y), ref, atol=1e-9, rtol=0)
+    pairs = aligned_pair_distance(x.float().requires_grad_(True), y.float())
+    assert pairs.shape == (6,) and pairs.dtype == torch.float32 and pairs.requires_grad
+    torch.testing.assert_close(pairs.detach().double(), ref, atol=1e-5, rtol=0)
+    with pytest.raises(BadInputError, match="one shape"):
+        aligned_pair_distance(x, y[:5])
+
+
+def test_aligned_pair_distance_gradcheck() -> None:
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(aligned_pair_distance, (x, y))
 
 
 def test_aligned_gradcheck() -> None:
