@@ -14,7 +14,7 @@ from reid.engine.config import TrainConfig
 from reid.study_config import GRIDS, StudyConfig
 
 #: StudyConfig's fields that are `reid study` options.
-STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "flip")
+STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "flip", "reuse_from")
 
 
 @click.command("study", cls=OneLineCommand)
@@ -28,7 +28,7 @@ STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "
 @click.option("--test-data", "test_data", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
               help="Another occluded-reid file every cell is also evaluated on (e.g. Occluded-REID for the "
                    "train-on-Market protocol); its query sets become extra report columns. Repeatable.")
-@config_options(StudyConfig, ("cells", "distance", "flip"))
+@config_options(StudyConfig, ("cells", "distance", "flip", "reuse_from"))
 @shared_training_options
 @handle_bad_input
 def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_data: tuple[Path, ...],
@@ -44,7 +44,8 @@ def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_da
                is shown (twin-free mining, clean anchors, occlusion as augmentation, ramp,
                Random Erasing, visibility head), each row with the same compute budget
 
-    Finished cells are reused when the study is run again.
+    Finished cells are reused when the study is run again, and those of the --reuse-from
+    reports that trained the same options, seed and file instead of training them here.
     """
     from common.atomic import check_output_folder
     from reid.study import run_study

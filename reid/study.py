@@ -21,6 +21,11 @@ the trainer's best.pt is chosen on the query/gallery split, which is the test sp
 Runs resume: a cell whose ``result.json`` exists is not trained again, and a cell whose run
 was interrupted continues from its last.pt.
 
+Grids share cells (table1's ``aligned-clean`` trains what the recipe grid's ``baseline`` does):
+with ``--reuse-from REPORT`` a cell this study has not started takes the finished cell of
+REPORT with the same training options, seed and training file (:func:`reused_result`) instead
+of training it again; its ``result.json`` says so (``reused_from``) and so does the report.
+
 Other test files (``--test-data``, repeatable): every cell's last checkpoint is also
 evaluated on the query/gallery splits of each, e.g. a real occluded benchmark made with
 ``occsim generate --src Occluded_REID`` for the standard train-on-Market, test-on-Occluded-
@@ -43,7 +48,7 @@ from common.atomic import atomic_write_json
 from common.errors import BadInputError
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
-from reid.engine.config import RESUME_MUTABLE, config_differences
+from reid.engine.config import RESUME_MUTABLE, TrainConfig, config_differences
 from reid.engine.runs import LAST_CHECKPOINT
 from reid.study_config import RECIPE_CELLS, Cell, StudyConfig, this_project_cell, without_held_out
 from reid.study_report import write_report
@@ -130,6 +135,11 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     train_config = cell.train_config(
         config.base, data=str(train_data), out=str(run_dir), seed=seed, eval_every=0, resume=resume, force=not resume,
     )
+    if not result_path.is_file() and not resume and config.reuse_from:
+        reused = reused_result(cell, seed, config.reuse_from, train_config, train_data)
+        if reused is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(result_path, reused)
     if result_path.is_file():
         result = json.loads(result_path.read_text())
         # What a resume may change, except the epochs: a finished cell's length is its recipe.
@@ -163,6 +173,63 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     }
     atomic_write_json(result_path, result)
     return result, True
+
+
+def check_reuse_folders(config: StudyConfig) -> None:
+    """Refuse a ``--reuse-from`` folder that is no study report (missing, or without ``cells/``)
+    or that is this study's own ``--out``.
+
+    Raises:
+        BadInputError: naming the folder and what to pass instead.
+    """
+    for folder in config.reuse_from:
+        if Path(folder).resolve() == Path(config.out).resolve():
+            raise BadInputError(f"--reuse-from {folder}: is this study's own --out (its finished cells are "
+                                "reused anyway); drop it or name another report folder")
+        if not (Path(folder) / "cells").is_dir():
+            raise BadInputError(f"--reuse-from {folder}: no study report there (no cells/ folder); "
+                                "pass the --out folder of a `reid study` run")
+
+
+def reused_result(cell: Cell, seed: int, folders: Sequence[Path], train_config: TrainConfig,
+                  train_data: Path) -> dict[str, Any] | None:
+    """The result of a finished cell of another report that trained what ``cell`` would, as
+    ``cell``'s own; None when no folder has one.
+
+    A candidate is any ``cells/*-seed<seed>/result.json`` of ``folders`` (in order) whose recorded
+    training options match ``train_config`` as a finished cell of this study must (every option a
+    resume may not change, the epochs included) and whose training file is ``train_data`` (same
+    resolved path). One whose checkpoint is gone is skipped with a warning. The copy keeps the
+    source's checkpoint, names ``cell``, records ``reused_from`` and keeps only the evaluation on
+    the training file itself ("test", or "validation" for a cell trained on the validation
+    file): the one file both studies surely share. :func:`run_cell` evaluates the others.
+
+    Args:
+        train_config: what this study would train ``cell`` with.
+    """
+    data = Path(train_data).resolve()
+    role = "validation" if cell.on_validation else "test"  # the role run_study gives the training file
+    for folder in folders:
+        for source in sorted((Path(folder) / "cells").glob(f"*-seed{seed}/{RESULT_FILE}")):
+            try:
+                result = json.loads(source.read_text())
+            except (OSError, ValueError):
+                continue  # a half-written or foreign file: not a finished cell
+            if (not isinstance(result, dict) or result.get("seed") != seed or "checkpoint" not in result
+                    or Path(result.get("train_data", "")).resolve() != data
+                    or config_differences(train_config, result.get("train_config", {}),
+                                          ignore=RESUME_MUTABLE - {"epochs"})):
+                continue
+            if not Path(result["checkpoint"]).is_file():
+                logger.warning("%s (seed %d): %s matches but its checkpoint %s is gone; not reusing it",
+                               cell.label, seed, source, result["checkpoint"])
+                continue
+            evaluations = result.get("evaluations", {})
+            source_role = "validation" if "validation" in evaluations else "test"  # its training file's role
+            logger.info("%s (seed %d): reusing the finished cell %s", cell.label, seed, source)
+            return {**result, "cell": cell.name, "label": cell.label, "reused_from": str(source),
+                    "evaluations": {role: evaluations[role]} if source_role == role and role in evaluations else {}}
+    return None
 
 
 def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path],
@@ -218,6 +285,7 @@ def run_study(config: StudyConfig) -> StudyReport:
     focus = occluded_focus(store)
     cells = grid_cells(config, store)
     others = other_test_files(config.test_data, config.data)
+    check_reuse_folders(config)
     config.out.mkdir(parents=True, exist_ok=True)
     eval_files: dict[str, Path] = {"test": config.data, **{role: path for role, (path, _) in others.items()}}
     validation_file = None

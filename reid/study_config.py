@@ -28,6 +28,10 @@ def _float_list(value: str, option: str) -> tuple[float, ...]:
     return parse_numbers(value, option, float, "numbers", "1,0.8,0.6")
 
 
+def _path_list(value: str, option: str) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in comma_words(value, option))
+
+
 @dataclass(frozen=True)
 class Cell:
     """One training run of a grid.
@@ -162,6 +166,8 @@ class StudyConfig:
             "global+local"; a checkpoint with a visibility head uses the visibility-weighted
             aligned distance for the local part).
         flip: evaluate every cell on features averaged with those of the mirrored image.
+        reuse_from: report folders of other studies whose finished cells of the same training
+            options, seed and training file stand in for this study's (:func:`reid.study.reused_result`).
     """
 
     grid: str
@@ -185,6 +191,9 @@ class StudyConfig:
                            choices=DISTANCE_CHOICES).field()
     flip: bool = Option(False, "Evaluate every cell on features averaged with those of the mirrored image "
                                "(finished cells are evaluated again, not trained).", flag=True).field()
+    reuse_from: tuple[Path, ...] = Option((), "A folder written by `reid study`: its finished cells with the same "
+                                              "training options, seed and file are reused, not trained. Repeatable.",
+                                          metavar="PATH", multiple=True, parse=_path_list).field()
 
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:

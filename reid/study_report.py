@@ -261,6 +261,14 @@ def draw_table1_saliency(config: StudyConfig, cells: list[Cell], results: Result
 # --------------------------------------------------------------------------- the report
 
 
+def reused_note(results: Results) -> str:
+    """"Cells reused from other reports: `a-seed0` ← `x/cells/b-seed0`." for the cells taken from
+    another report (``--reuse-from``); "" when none was."""
+    pairs = [f"`{r['cell']}-seed{r['seed']}` ← `{Path(r['reused_from']).parent}`"
+             for runs in results.values() for r in runs if r.get("reused_from")]
+    return f"Cells reused from other reports: {'; '.join(pairs)}." if pairs else ""
+
+
 def write_report(config: StudyConfig, store: StoreInfo, focus: str, cells: list[Cell], results: Results,
                  others: dict[str, tuple[Path, StoreInfo]]) -> tuple[Path, Path, str, list[Path]]:
     """Write report.md, results.json and the figures of a finished grid into ``config.out``.
@@ -279,6 +287,9 @@ def write_report(config: StudyConfig, store: StoreInfo, focus: str, cells: list[
                 f"{config.base.epochs} epochs, P×K = {config.base.batch_p}×{config.base.batch_k}. "
                 f"Queries against the clean gallery, retrieval distance {config.distance}"
                 f"{', features averaged with the mirrored image' if config.flip else ''}; values in %.", ""]
+    note = reused_note(results)
+    if note:
+        sections += [note, ""]
     if config.grid == "table1":
         table = table1_markdown(cells, results, focus)
         sections += ["## Table 1", "", table, "",
