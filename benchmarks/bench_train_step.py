@@ -9,8 +9,11 @@ already on the device (the input pipeline has its own benchmark, bench_input_pip
 Baseline, measured in the same run on the same batch: the bare torchvision classifier of
 the same depth (``torchvision.models.resnet50(num_classes=751)``, stride 2) with one
 cross-entropy loss, backward and an Adam step: the floor any re-ID trainer on that backbone
-sits on. The ratio ours / baseline is the price of AlignedReID's head and losses (and of
-last stride 1, which quadruples layer4's feature map).
+sits on. The ratio ours / baseline is the price of AlignedReID's head and losses and of
+last stride 1, which quadruples layer4's feature map. With our last stride 1 (the default) a
+third variant separates the two: the same classifier with last stride 1, so that
+ours / that one is the price of the heads and losses alone (stripe branch, mining, aligned
+local distance, OBC head, loss check, the optimiser's extra parameters).
 
 Batch: P=16 identities x K=4 images; ``--train-on both`` (this script's default: the paper's
 recipe, the heavier one) adds each image's occluded copy, so 128 images a step;
@@ -18,8 +21,8 @@ recipe, the heavier one) adds each image's occluded copy, so 128 images a step;
 On CUDA both run with the trainer's AMP (bf16 autocast, or fp16 + GradScaler on GPUs
 without bf16) and channels-last; the GPU model is printed.
 
-Timing: both variants in one process, their steps interleaved (baseline, ours, baseline,
-...), so that load from other processes on a shared machine hits both alike; the median step
+Timing: the variants in one process, their steps interleaved (baseline, ours, baseline,
+...; the order reversed every other round), so that load from other processes on a shared machine hits both alike; the median step
 per variant is reported. Memory: each variant again in its own subprocess for two untimed
 steps, so that its peak is its own: CUDA ``max_memory_allocated``, CPU the process's peak
 resident set (``ru_maxrss``), printed with the resident set just before the first step
@@ -59,6 +62,14 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def set_last_stride_one(model) -> None:
+    """Give a torchvision ResNet classifier last stride 1, as our model's default: layer4's
+    first block (its strided conv and its downsample) keeps the 16x8 map at 256x128."""
+    block = model.layer4[0]
+    (block.conv2 if hasattr(block, "conv3") else block.conv1).stride = (1, 1)  # Bottleneck / BasicBlock
+    block.downsample[0].stride = (1, 1)
+
+
 class Variant:
     """One of the two training steps on a shared batch (built in this process)."""
 
@@ -75,6 +86,8 @@ class Variant:
             model = build_model(ModelConfig(num_classes=NUM_CLASSES, arch=args.arch, last_stride=args.last_stride), pretrained=None)
         else:
             model = getattr(torchvision.models, args.arch)(weights=None, num_classes=NUM_CLASSES)
+            if name == "baseline-s1":
+                set_last_stride_one(model)
         self.model = model.to(device, memory_format=memory_format).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=3.5e-4, weight_decay=5e-4)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp.needs_scaler) if device.type == "cuda" else None
@@ -138,13 +151,18 @@ def measure_memory(args: argparse.Namespace) -> dict:
     return {"peak_mb": _status_mb("VmHWM"), "rss_before_mb": rss_before}
 
 
+def variant_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The classifier floor, the same classifier at our last stride (when that is 1), ours."""
+    return ("baseline", "baseline-s1", "ours") if args.last_stride == 1 else ("baseline", "ours")
+
+
 def measure_time(args: argparse.Namespace) -> dict:
     """Both variants in this process, their steps interleaved (A B A B ...) so that load from
     other processes on a shared machine hits both alike; median step time per variant."""
     import torch
 
     device, amp, batch = _setup(args)
-    variants = [Variant(name, args, batch, device, amp) for name in ("baseline", "ours")]
+    variants = [Variant(name, args, batch, device, amp) for name in variant_names(args)]
     for _ in range(args.warmup):
         for variant in variants:
             variant.step()
@@ -176,7 +194,7 @@ def main() -> None:
                     help="our model's last stride (1 = the trainer's default; 2 = the classifier's)")
     ap.add_argument("--json-out", type=Path, default=None,
                     help="also write the figures as JSON (scripts/gpu_check.sh reads them)")
-    ap.add_argument("--only", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=["ours", "baseline", "baseline-s1"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.arch, args.size = ("resnet18", (128, 64)) if args.quick else ("resnet50", (256, 128))
     if args.only:
@@ -185,7 +203,7 @@ def main() -> None:
 
     timing = measure_time(args)
     memory = {}
-    for variant in ("baseline", "ours"):
+    for variant in variant_names(args):
         command = [sys.executable, __file__, "--only", variant, "--device", args.device, "--batch-p", str(args.batch_p),
                    "--batch-k", str(args.batch_k), "--train-on", args.train_on, "--last-stride", str(args.last_stride)]
         command += ["--quick"] if args.quick else []
@@ -201,8 +219,10 @@ def main() -> None:
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up")
     peak = "peak MiB" if timing["device"].startswith("cuda") else "peak RSS MiB"
     print(f"{'variant':<46} {'s/step':>8} {'min s':>8} {'images/s':>9} {peak:>12} {'RSS before':>10}")
-    names = {"baseline": f"torchvision {args.arch} classifier, CE (floor)", "ours": "AlignedReID + OBC, multi-task loss"}
-    for key in ("baseline", "ours"):
+    names = {"baseline": f"torchvision {args.arch} classifier, CE (floor)",
+             "baseline-s1": "the same classifier, last stride 1 (as ours)",
+             "ours": "AlignedReID + OBC, multi-task loss"}
+    for key in variant_names(args):
         t, m = timing[key], memory[key]
         print(f"{names[key]:<46} {t['median_s']:>8.3f} {t['min_s']:>8.3f} {t['images_per_s']:>9.1f} "
               f"{m['peak_mb']:>12.0f} {m['rss_before_mb']:>10.0f}")
@@ -210,11 +230,18 @@ def main() -> None:
     print(f"ratio ours / baseline: throughput {ours['images_per_s'] / base['images_per_s']:.2f}x (medians), "
           f"{base['min_s'] / ours['min_s']:.2f}x (fastest steps); "
           f"peak memory {memory['ours']['peak_mb'] / memory['baseline']['peak_mb']:.2f}x")
+    if "baseline-s1" in timing:
+        same = timing["baseline-s1"]
+        print(f"ratio ours / classifier at the same last stride: throughput "
+              f"{ours['images_per_s'] / same['images_per_s']:.2f}x (medians), {same['min_s'] / ours['min_s']:.2f}x "
+              f"(fastest steps); peak memory {memory['ours']['peak_mb'] / memory['baseline-s1']['peak_mb']:.2f}x")
     if args.json_out is not None:
         args.json_out.write_text(json.dumps({
             "arch": args.arch, "size": list(args.size), **timing, "memory": memory,
             "throughput_ratio": ours["images_per_s"] / base["images_per_s"],
             "memory_ratio": memory["ours"]["peak_mb"] / memory["baseline"]["peak_mb"],
+            **({"same_stride_throughput_ratio": ours["images_per_s"] / timing["baseline-s1"]["images_per_s"]}
+               if "baseline-s1" in timing else {}),
         }, indent=2) + "\n")
 
 
