@@ -201,6 +201,22 @@ def test_recipe_reading_is_written_from_the_numbers() -> None:
     assert "2× baseline): recipe A." in text
 
 
+def test_recipe_reading_bars_hold_every_other_occluded_set() -> None:
+    """A row that doubles the focus set but falls below the baseline on another occluded set
+    (e.g. the held-out pedestrian) does not meet the bars."""
+    from reid.study_report import recipe_reading
+
+    def run(clean: float, mean: float, ped: float) -> dict:
+        return {"evaluations": {"test": {"clean": {"mAP": clean}, "occluded:mean": {"mAP": mean},
+                                         "occluded:pedestrian": {"mAP": ped}}}}
+
+    cells = [Cell("baseline", "base", 1.0, "clean"), Cell("a", "recipe A", 1.0, "clean"),
+             Cell("b", "recipe B", 1.0, "clean")]
+    results = {"baseline": [run(0.50, 0.10, 0.30)], "a": [run(0.50, 0.25, 0.29)], "b": [run(0.495, 0.21, 0.30)]}
+    text = recipe_reading(cells, results, ["clean", "occluded:mean", "occluded:pedestrian"], "occluded:mean")
+    assert "occluded:pedestrian mAP each ≥ baseline): recipe B." in text
+
+
 def test_recipe_study_end_to_end_writes_table_and_reading(tiny_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "recipe"
     args = ["recipe", "--data", str(tiny_store), "--out", str(out), "--cells", "baseline,augment", *TINY_TRAINING]
