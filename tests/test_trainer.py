@@ -100,6 +100,20 @@ def test_config_round_trip_and_differences() -> None:
     ]
 
 
+def test_config_differences_compares_weight_files_by_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--pretrained / --init-from spelled relative or absolute name one file: not a difference;
+    another file, or a path against "imagenet", is."""
+    (tmp_path / "w.pt").write_bytes(b"x")
+    (tmp_path / "v.pt").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    recorded = TrainConfig(pretrained=str(tmp_path / "w.pt"), init_from=str(tmp_path / "w.pt")).to_dict()
+    assert config_differences(TrainConfig(pretrained="w.pt", init_from="./w.pt"), recorded) == []
+    assert [d.split(":")[0] for d in config_differences(TrainConfig(pretrained="v.pt", init_from="w.pt"), recorded)] == [
+        "pretrained"]
+    assert config_differences(TrainConfig(pretrained="imagenet"), TrainConfig(pretrained="imagenet").to_dict()) == []
+    assert [d.split(":")[0] for d in config_differences(TrainConfig(), recorded)] == ["init_from", "pretrained"]
+
+
 @pytest.mark.parametrize(
     "overrides, needle",
     [({"batch_p": 1}, "--batch-p 1"), ({"alpha": 1.5}, "--alpha 1.5"), ({"resume": True, "force": True}, "not both"),

@@ -319,6 +319,18 @@ def config_differences(given: TrainConfig, recorded: dict[str, Any],
         theirs = recorded.get(key, defaults[key])
         if isinstance(theirs, tuple):
             theirs = list(theirs)
-        if theirs != mine[key]:
+        if theirs != mine[key] and not (key in FILE_OPTIONS and _same_file(theirs, mine[key])):
             out.append(f"{key}: {theirs!r} -> {mine[key]!r}")
     return out
+
+
+#: Options that name a file: the same file spelled another way (relative, absolute, through a
+#: link) is the same option.
+FILE_OPTIONS: frozenset[str] = frozenset({"pretrained", "init_from"})
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` are paths (not None, not "imagenet") resolving to one file."""
+    if not (isinstance(a, str) and isinstance(b, str)) or "imagenet" in (a, b):
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
