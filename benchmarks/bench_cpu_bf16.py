@@ -8,8 +8,12 @@ median step per variant. bf16 is forced here whatever the CPU: the point is to m
 ``--amp`` would give, and whether :func:`reid.engine.optim.cpu_has_native_bf16` is right to
 turn it on only where oneDNN runs bf16 natively (AVX512-BF16, AMX).
 
+``--inference``: the embedder's forward instead (``reid embed --backend torch``: eval mode,
+``torch.inference_mode``, channels_last), batch ``--batch-p`` x ``--batch-k``, float32 against
+bf16 autocast, interleaved the same way.
+
 Run:  .venv/bin/python benchmarks/bench_cpu_bf16.py [--arch resnet18|mobilenet_v2] [--size 128x64]
-          [--last-stride 2] [--steps 5]
+          [--last-stride 2] [--steps 5] [--inference]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def main() -> None:
     ap.add_argument("--batch-p", type=int, default=16)
     ap.add_argument("--batch-k", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
+    ap.add_argument("--inference", action="store_true", help="time the embedder's forward, not a training step")
     args = ap.parse_args()
 
     import torch
@@ -54,11 +59,20 @@ def main() -> None:
                                         num_stripes=4), pretrained=None).train()
         variants[name] = (model, torch.optim.Adam(model.parameters(), lr=3.5e-4), amp)
 
+    if args.inference:
+        images = images.contiguous(memory_format=torch.channels_last)
+        for model, _, _ in variants.values():
+            model.eval().to(memory_format=torch.channels_last)
+
     def step(name: str) -> float:
         model, optimizer, amp = variants[name]
         start = time.perf_counter()
-        losses = forward_losses(model, images, labels, occluded, LossConfig(alpha=1.0), amp)
-        apply_gradients(losses.total, optimizer)
+        if args.inference:
+            with torch.inference_mode(), amp.autocast():
+                model(images)
+        else:
+            losses = forward_losses(model, images, labels, occluded, LossConfig(alpha=1.0), amp)
+            apply_gradients(losses.total, optimizer)
         return time.perf_counter() - start
 
     for name in variants:  # warm-up
@@ -68,11 +82,12 @@ def main() -> None:
         for name in (list(variants) if round_ % 2 == 0 else list(variants)[::-1]):
             times[name].append(step(name))
     medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
-    print(f"training step, {args.arch} {height}x{width} last stride {args.last_stride}, {n} images, "
+    what = "inference forward (embed)" if args.inference else "training step"
+    print(f"{what}, {args.arch} {height}x{width} last stride {args.last_stride}, {n} images, "
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"native bf16 (oneDNN): {cpu_has_native_bf16()}; median of {args.steps} interleaved steps")
+          f"native bf16 (oneDNN): {cpu_has_native_bf16()}; median of {args.steps} interleaved runs")
     for name, median in medians.items():
-        print(f"  {name:<8} {median:8.3f} s/step {n / median:8.1f} images/s")
+        print(f"  {name:<8} {median:8.3f} s/{'batch' if args.inference else 'step'} {n / median:8.1f} images/s")
     print(f"ratio bf16 / float32 throughput: {medians['float32'] / medians['bf16']:.2f}x")
 
 
