@@ -135,19 +135,22 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
     train_config = cell.train_config(
         config.base, data=str(train_data), out=str(run_dir), seed=seed, eval_every=0, resume=resume, force=not resume,
     )
-    if not result_path.is_file() and not resume and config.reuse_from:
-        reused = reused_result(cell, seed, config.reuse_from, train_config, train_data)
-        if reused is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(result_path, reused)
-    if result_path.is_file():
+    result, finished_here = None, result_path.is_file()
+    if finished_here:
         result = json.loads(result_path.read_text())
+    elif not resume and config.reuse_from:
+        result = reused_result(cell, seed, config.reuse_from, train_config, train_data)
+        if result is not None:  # reused_result logged where it came from
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(result_path, result)
+    if result is not None:
         # What a resume may change, except the epochs: a finished cell's length is its recipe.
         changed = config_differences(train_config, result.get("train_config", {}), ignore=RESUME_MUTABLE - {"epochs"})
         if changed:  # reusing it would put another recipe's numbers in this report
             raise BadInputError(f"{folder}: this cell was trained with other options ({'; '.join(changed)}); "
                                 f"pass a new --out, or delete {folder} to train it again")
-        logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
+        if finished_here:  # (a reused cell's source was logged by reused_result)
+            logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
         if (result.get("distance", "global"), result.get("flip", False)) != (config.distance, config.flip):
             # asked for another distance or flip setting: evaluate again
             result["evaluations"], result["distance"], result["flip"] = {}, config.distance, config.flip

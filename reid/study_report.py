@@ -150,6 +150,7 @@ def recipe_reading(cells: list[Cell], results: Results, queries: Sequence[str],
     if "baseline" not in by_name:
         return "No clean-only baseline in this grid, so no row is compared with it."
     occluded = [q for q in queries if q != "clean"]
+    rest = [q for q in occluded if q != focus]  # the other occluded sets: each must hold the baseline
     base = results["baseline"]
     base_clean = _mean_map(base, ["clean"])
     base_focus = _mean_map(base, [focus])
@@ -165,7 +166,7 @@ def recipe_reading(cells: list[Cell], results: Results, queries: Sequence[str],
     for cell in others:
         clean = _mean_map(results[cell.name], ["clean"])
         occ = _mean_map(results[cell.name], [focus])
-        others_hold = all(_mean_map(results[cell.name], [q]) >= _mean_map(base, [q]) for q in occluded if q != focus)
+        others_hold = all(_mean_map(results[cell.name], [q]) >= _mean_map(base, [q]) for q in rest)
         if clean >= base_clean - 0.01 and occ >= 2 * base_focus and others_hold:
             passing.append(cell.label)
     clean_best = _mean_map(results[best.name], ["clean"])
@@ -178,7 +179,6 @@ def recipe_reading(cells: list[Cell], results: Results, queries: Sequence[str],
     costs = [c.label for c in others if _mean_map(results[c.name], ["clean"]) < base_clean - 0.01]
     if costs:
         sentences.append(f"Rows that cost more than one point of clean mAP: {'; '.join(costs)}.")
-    rest = [q for q in occluded if q != focus]
     sentences.append(
         "Rows meeting every bar (clean mAP ≥ baseline − 1 point, " + focus + " mAP ≥ 2× baseline"
         + (f", {', '.join(rest)} mAP each ≥ baseline" if rest else "") + "): "
