@@ -18,8 +18,9 @@ RETRIEVAL_FEATURES: tuple[str, ...] = ("global", "bn")
 TRAIN_ON: tuple[str, ...] = ("clean", "occluded", "both", "augment")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 SCHEDULES: tuple[str, ...] = ("step", "cosine")
-#: Random Erasing's fills ("mixed": one of the other three per box); reid.data.transforms uses this list.
-ERASING_FILLS: tuple[str, ...] = ("mean", "black", "random", "mixed")
+#: Random Erasing's fills ("mixed": one of the first three per box; "patch": the same box of another
+#: identity's training image); reid.data.transforms uses this list.
+ERASING_FILLS: tuple[str, ...] = ("mean", "black", "random", "mixed", "patch")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Evaluation choices (``reid eval``, ``rank``, ``study``; see :mod:`reid.engine.eval_config`).
 GALLERY_CHOICES: tuple[str, ...] = ("clean", "all")

@@ -62,6 +62,7 @@ def transform_item(
     rng: np.random.Generator,
     box: Sequence[int],
     image_size: tuple[int, int],
+    donor: Callable[[float], np.ndarray] | None = None,
 ) -> tuple[list[torch.Tensor], Box]:
     """Transform the images of one item and say where the stored occluder box lands.
 
@@ -71,6 +72,8 @@ def transform_item(
         rng: the item's generator.
         box: the stored (x, y, w, h) of the occluder in stored pixels, -1s when none.
         image_size: (h, w) of the stored images.
+        donor: for Random Erasing's "patch" fill: maps the transform's donor draw in [0, 1) to
+            the donor image, uint8 [h, w, 3] (see :func:`donor_row`); None when the dataset has none.
 
     Returns:
         uint8 tensors [3, H, W], and the box (x, y, w, h) as floats in output pixels (after
@@ -87,6 +90,10 @@ def transform_item(
     elif isinstance(transform, TrainTransform):
         # draw + apply is exactly TrainTransform.__call__, with the draws kept for the box.
         params = transform.draw(rng)
+        if params.erase_donor is not None:
+            if donor is None:
+                raise ValueError("the 'patch' erasing fill needs a donor image, and this dataset gives none")
+            params = transform.with_donor(params, donor(params.erase_donor))
         tensors = [transform.apply(image, params) for image in images]
         out_box, out_size = transform.transform_box(box, params, image_size), transform.config.size
         if transform.config.erasing_labels and params.erase is not None and any(v < 0 for v in box):
@@ -151,12 +158,42 @@ def _unpack(key: int | SampleKey, default_epoch: int) -> tuple[int, int, int]:
     return int(key), default_epoch, int(key)
 
 
+def donor_row(rows: np.ndarray, pids: np.ndarray, own_pid: int, draw: float) -> int:
+    """The donor of Random Erasing's "patch" fill: one of ``rows`` whose identity is not ``own_pid``.
+
+    Args:
+        rows: candidate split rows, shape [R] (the split's clean rows).
+        pids: identity of every split row, shape [N].
+        own_pid: identity of the item being erased.
+        draw: uniform in [0, 1) (:attr:`reid.data.transforms.AugmentParams.erase_donor`).
+
+    Raises:
+        BadInputError: no row of another identity.
+    """
+    candidates = rows[pids[rows] != own_pid]
+    if len(candidates) == 0:
+        raise BadInputError("the 'patch' erasing fill needs a training image of another identity, and the "
+                            "train split has one identity; use another --erasing-fill")
+    return int(candidates[min(int(draw * len(candidates)), len(candidates) - 1)])
+
+
 class _KeyedDataset(torch.utils.data.Dataset):
-    """What the datasets below share: the epoch of bare-int keys and the lazy per-process
-    handle on the split's images."""
+    """What the datasets below share: the epoch of bare-int keys, the lazy per-process
+    handle on the split's images, and the donor images of Random Erasing's "patch" fill."""
 
     epoch: int
     _images: _LazyImages
+    manifest: SplitManifest
+    _clean_rows: np.ndarray | None = None
+
+    def donor(self, own_pid: int) -> Callable[[float], np.ndarray]:
+        """A donor-draw -> image map for an item of identity ``own_pid``: a clean image of this
+        split of another identity (:func:`donor_row`), uint8 [h, w, 3]."""
+        def read(draw: float) -> np.ndarray:
+            if self._clean_rows is None:
+                self._clean_rows = self.manifest.rows("clean").astype(np.int64)
+            return self._images.read(donor_row(self._clean_rows, self.manifest.pid, own_pid, draw))
+        return read
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used for bare-int keys (keyed samplers carry their own epoch)."""
@@ -229,7 +266,8 @@ class HDF5Split(_KeyedDataset):
         row = self.row_for(index, epoch, slot)
         image = self._images.read(row)
         rng = item_rng(self.seed, epoch, slot)
-        (tensor,), box = transform_item(self.transform, [image], rng, self.manifest.box[row], self.image_size)
+        (tensor,), box = transform_item(self.transform, [image], rng, self.manifest.box[row], self.image_size,
+                                        donor=self.donor(int(self.manifest.pid[row])))
         fields = _item_fields(self.manifest, row)
         if not fields["occluded"] and box != NO_BOX_F:  # erased, and erasing counts as an occlusion
             fields["occluded"] = True
@@ -402,7 +440,8 @@ class PairedTrainSet(_KeyedDataset):
         occluded_row = int(copies[rng.integers(len(copies))]) if len(copies) > 1 else int(copies[0])
         images = [self._images.read(clean_row), self._images.read(occluded_row)]
         m = self.manifest
-        tensors, box = transform_item(self.transform, images, rng, m.box[occluded_row], self.image_size)
+        tensors, box = transform_item(self.transform, images, rng, m.box[occluded_row], self.image_size,
+                                      donor=self.donor(int(m.pid[clean_row])))
         return {
             "images": tensors,
             "pid": int(m.pid[clean_row]),

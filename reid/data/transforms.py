@@ -22,6 +22,7 @@ and crop back to ``size`` at a random offset -> random erasing (optional) -> [3,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -55,7 +56,10 @@ class TransformConfig:
         erasing_ratio: minimum aspect ratio h/w; ratios are drawn log-uniformly in [r, 1/r].
         erasing_fill: "mean" fills with the normalisation mean colour (0 after normalising, as
             torchvision's ``RandomErasing(value=0)``); "black" with 0; "random" with uniform
-            random pixels; "mixed" draws one of those three per erased box (uniformly).
+            random pixels; "mixed" draws one of those three per erased box (uniformly); "patch"
+            copies the same box of another identity's training image (resized to ``size``, not
+            flipped or cropped), so the occluder has real image content, as a passer-by or a
+            bag has; the image comes from the dataset (see :func:`reid.data.datasets.transform_item`).
         erasing_labels: an erased box counts as an occlusion: the item of a clean row is
             labelled occluded with the box as its occluder box (the OBC and visibility targets;
             see :func:`reid.data.datasets.transform_item`).
@@ -71,7 +75,7 @@ class TransformConfig:
     erasing_p: float = 0.5
     erasing_area: tuple[float, float] = (0.02, 0.4)
     erasing_ratio: float = 0.3
-    erasing_fill: Literal["mean", "black", "random", "mixed"] = "mean"
+    erasing_fill: Literal["mean", "black", "random", "mixed", "patch"] = "mean"
     erasing_labels: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -94,6 +98,9 @@ class AugmentParams:
         crop_y, crop_x: top-left corner of the crop inside the padded image, in [0, 2*pad].
         erase: (x, y, w, h) of the erased rectangle in output pixels, or None.
         erase_fill: uint8 fill, shape [3, h, w] (broadcastable), or None.
+        erase_donor: for the "patch" fill, a uniform draw in [0, 1) that picks the donor image
+            (the dataset maps it to a row of another identity); ``erase_fill`` stays None until
+            the donor's pixels are read (:meth:`TrainTransform.with_donor`).
     """
 
     flip: bool
@@ -101,6 +108,7 @@ class AugmentParams:
     crop_x: int
     erase: tuple[int, int, int, int] | None = None
     erase_fill: np.ndarray | None = None
+    erase_donor: float | None = None
 
 
 def item_rng(seed: int, epoch: int, slot: int) -> np.random.Generator:
@@ -166,6 +174,7 @@ class TrainTransform:
         crop_x = int(rng.integers(0, 2 * cfg.pad + 1)) if cfg.pad else 0
         erase = None
         fill = None
+        donor = None
         if cfg.random_erasing and rng.random() < cfg.erasing_p:
             erase = _draw_erasing_box(rng, height, width, cfg.erasing_area, cfg.erasing_ratio)
             if erase is not None:
@@ -173,13 +182,24 @@ class TrainTransform:
                 kind = cfg.erasing_fill
                 if kind == "mixed":  # drawn only for "mixed", so the other fills' draws are unchanged
                     kind = ERASING_FILLS[int(rng.integers(0, 3))]
-                if kind == "random":
+                if kind == "patch":  # one more draw, only for "patch": the donor image
+                    donor = float(rng.random())
+                elif kind == "random":
                     fill = rng.integers(0, 256, size=(3, h, w), dtype=np.uint8)
                 elif kind == "black":
                     fill = np.zeros((3, 1, 1), dtype=np.uint8)
                 else:
                     fill = np.asarray([round(255 * m) for m in cfg.mean], dtype=np.uint8).reshape(3, 1, 1)
-        return AugmentParams(flip=flip, crop_y=crop_y, crop_x=crop_x, erase=erase, erase_fill=fill)
+        return AugmentParams(flip=flip, crop_y=crop_y, crop_x=crop_x, erase=erase, erase_fill=fill, erase_donor=donor)
+
+    def with_donor(self, params: AugmentParams, donor: np.ndarray) -> AugmentParams:
+        """``params`` with the "patch" fill taken from ``donor`` (uint8 [h, w, 3]): the erased box's
+        pixels of the donor resized to ``size``, shape [3, h_box, w_box]."""
+        if params.erase is None:
+            return params
+        x, y, w, h = params.erase
+        patch = _resize(donor, self.config.size).transpose(2, 0, 1)[:, y : y + h, x : x + w]
+        return dataclasses.replace(params, erase_fill=np.ascontiguousarray(patch))
 
     def apply(self, image: np.ndarray, params: AugmentParams) -> torch.Tensor:
         """One uint8 [h, w, 3] image -> uint8 tensor [3, H, W] with the given parameters."""
@@ -197,6 +217,9 @@ class TrainTransform:
         x0, x1 = max(0, -dx), min(width, width - dx)
         out[:, y0:y1, x0:x1] = chw[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
         if params.erase is not None:
+            if params.erase_fill is None:
+                raise ValueError("the 'patch' erasing fill needs its donor image: read it through a dataset "
+                                 "(reid.data.datasets), or pass params from TrainTransform.with_donor")
             x, y, w, h = params.erase
             out[:, y : y + h, x : x + w] = params.erase_fill
         return torch.from_numpy(out)

@@ -98,7 +98,7 @@ class TrainConfig:
         input_size: network input (H, W).
         last_stride: 1 (BoT) or 2 (original AlignedReID).
         random_erasing: Random Erasing augmentation.
-        erasing_fill: its fill ("mean", "black", "random", "mixed"; see
+        erasing_fill: its fill ("mean", "black", "random", "mixed", "patch"; see
             :class:`reid.data.transforms.TransformConfig`).
         erasing_labels: its boxes count as occlusions (OBC and visibility targets).
         twin_weight: weight of the twin-consistency loss (``train_on="both"``).
@@ -175,7 +175,8 @@ class TrainConfig:
     random_erasing: bool = Option(True, "Random Erasing (BoT's p 0.5, 2-40 % of the area, mean fill).",
                                   flag=True).field()
     erasing_fill: str = Option("mean", "Random Erasing's fill: the normalisation mean colour, black, random pixels, "
-                                       "or mixed (one of the three per box).", choices=ERASING_FILLS).field()
+                                       "mixed (one of the three per box), or patch (the same box of another identity's "
+                                       "training image).", choices=ERASING_FILLS).field()
     erasing_labels: bool = Option(False, "Random Erasing's boxes count as occlusions: an erased clean image is "
                                          "labelled occluded (OBC target) with the box as its occluder (visibility "
                                          "target).", flag=True).field()
