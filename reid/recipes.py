@@ -4,7 +4,7 @@ Two kinds, applied left to right to :class:`reid.engine.config.TrainConfig`'s de
 
 * **Sizings** set the backbone, input size, schedule and device for a machine: ``cpu`` (the
   random-init resnet18 recipe every CPU-measured row of the README uses), ``cpu-imagenet``
-  (MobileNetV2 from ImageNet weights at 128x64, the budget of the ImageNet grid).
+  (MobileNetV2 from ImageNet weights at 256x128, last stride 2, the sizing of the ImageNet grid).
   ``TrainConfig``'s own defaults are the GPU sizing (resnet50, 256x128, 120 epochs).
 * **Rows** set what the network is shown and which losses it trains with: every row of the
   recipe grid (:data:`reid.study_config.RECIPE_CELLS`: ``baseline``, ``erasing`` = the
