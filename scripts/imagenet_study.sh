@@ -4,7 +4,7 @@
 # finished cells and resumes an interrupted one from its last.pt, so rerunning this script in a
 # later session continues where the last one was killed.
 #
-#   bash scripts/imagenet_study.sh lane-a    # baseline, erasing, erasing-mixed; seed 0 then 1
+#   bash scripts/imagenet_study.sh lane-a    # baseline, erasing, erasing-mixed; seed 0 then 1; then table1
 #   bash scripts/imagenet_study.sh lane-b    # paper-obc, erasing-obc, pairs-twin; seed 0 then 1
 #   bash scripts/imagenet_study.sh report    # the grid's report over both seeds (no training left)
 #   bash scripts/imagenet_study.sh table1    # Table 1 from ImageNet weights, seed 0, Grad-CAM mass;
@@ -26,7 +26,9 @@ COMMON=(--data "$DATA" --arch mobilenet_v2 --pretrained "$WEIGHTS" --size 256x12
         --epochs 21 --warmup-epochs 1 --lr 3.5e-4 --schedule cosine --retrieval-feature bn --workers 0 --device cpu)
 
 case "${1:-}" in
-    lane-a) for seed in 0 1; do reid study recipe "${COMMON[@]}" --out "$GRID" --seeds "$seed" --cells baseline,erasing,erasing-mixed; done ;;
+    lane-a) for seed in 0 1; do reid study recipe "${COMMON[@]}" --out "$GRID" --seeds "$seed" --cells baseline,erasing,erasing-mixed; done
+            # lane-b has more rows of twice the images (pairs): this lane also trains Table 1
+            exec bash "$0" table1 ;;
     lane-b) for seed in 0 1; do reid study recipe "${COMMON[@]}" --out "$GRID" --seeds "$seed" --cells paper-obc,erasing-obc,pairs-twin; done ;;
     report) reid study recipe "${COMMON[@]}" --out "$GRID" --seeds 0,1 --cells baseline,erasing,paper-obc,erasing-mixed,erasing-obc,pairs-twin ;;
     table1) reid study table1 "${COMMON[@]}" --out reports/cuhk01-imagenet-table1 --seeds 0 --reuse-from "$GRID" ;;
