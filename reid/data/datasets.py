@@ -90,9 +90,7 @@ def transform_item(
     elif isinstance(transform, TrainTransform):
         # draw + apply is exactly TrainTransform.__call__, with the draws kept for the box.
         params = transform.draw(rng)
-        if params.erase_donor is not None:
-            if donor is None:
-                raise ValueError("the 'patch' erasing fill needs a donor image, and this dataset gives none")
+        if params.erase_donor is not None and donor is not None:  # without one, apply() refuses the fill
             params = transform.with_donor(params, donor(params.erase_donor))
         tensors = [transform.apply(image, params) for image in images]
         out_box, out_size = transform.transform_box(box, params, image_size), transform.config.size
