@@ -21,6 +21,11 @@ the trainer's best.pt is chosen on the query/gallery split, which is the test sp
 Runs resume: a cell whose ``result.json`` exists is not trained again, and a cell whose run
 was interrupted continues from its last.pt.
 
+Several processes share a grid: each locks the cell it runs (:class:`common.folder_lock.FolderLock`
+on the cell folder), so the same ``reid study`` command started in two shells (one core each)
+trains different cells; a process that meets a cell another one is running does the other cells
+first, then waits for that one and reuses its result.
+
 Grids share cells (table1's ``aligned-clean`` trains what the recipe grid's ``baseline`` does):
 with ``--reuse-from REPORT`` a cell this study has not started takes the finished cell of
 REPORT with the same training options, seed and training file (:func:`reused_result`) instead
@@ -46,6 +51,7 @@ from typing import Any, Sequence
 
 from common.atomic import atomic_write_json
 from common.errors import BadInputError
+from common.folder_lock import FolderBusy, FolderLock
 from occsim.store import StoreInfo, read_store
 from occsim.validation import carve_validation
 from reid.engine.config import RESUME_MUTABLE, TrainConfig, config_differences
@@ -116,19 +122,40 @@ def cell_dir(out: Path, cell: Cell, seed: int) -> Path:
     return out / "cells" / f"{cell.name}-seed{seed}"
 
 
-def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_files: dict[str, Path]) -> tuple[dict[str, Any], bool]:
+def cell_lock(folder: Path) -> FolderLock:
+    """The lock a process holds on a cell folder while it trains, reuses or evaluates the cell."""
+    return FolderLock(folder, "running this study cell", "run the study again once it has finished")
+
+
+def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_files: dict[str, Path],
+             wait: bool = False) -> tuple[dict[str, Any], bool]:
     """Train one cell (or reuse its finished result) and evaluate its last checkpoint.
 
     Args:
         train_data: the file the run trains on.
         eval_files: role ("test", "validation") -> file whose query/gallery splits it is evaluated on.
+        wait: when another process runs the cell, wait for it (then reuse what it finished)
+            instead of raising :class:`FolderBusy`.
 
     Returns:
         (result dict as written to result.json, True when it was trained now).
+
+    Raises:
+        FolderBusy: another process runs the cell and ``wait`` is False.
     """
+    folder = cell_dir(config.out, cell, seed)
+    lock = cell_lock(folder)
+    lock.acquire(wait=wait)  # a cell folder that does not exist yet is locked once made
+    try:
+        return _run_cell(cell, seed, config, train_data, eval_files, folder, lock)
+    finally:
+        lock.release()
+
+
+def _run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_files: dict[str, Path],
+              folder: Path, lock: FolderLock) -> tuple[dict[str, Any], bool]:
     from reid.engine.trainer import train
 
-    folder = cell_dir(config.out, cell, seed)
     result_path = folder / RESULT_FILE
     run_dir = folder / "run"
     resume = (run_dir / LAST_CHECKPOINT).is_file()
@@ -142,6 +169,7 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
         result = reused_result(cell, seed, config.reuse_from, train_config, train_data)
         if result is not None:  # reused_result logged where it came from
             folder.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
             atomic_write_json(result_path, result)
     if result is not None:
         # What a resume may change, except the epochs: a finished cell's length is its recipe.
@@ -162,6 +190,7 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
             atomic_write_json(result_path, result)
         return result, False
     folder.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
     logger.info("%s (seed %d): %s", cell.label, seed, "resuming" if resume else "training")
     trained = train(train_config)
     if trained.interrupted:
@@ -297,17 +326,29 @@ def run_study(config: StudyConfig) -> StudyReport:
         if not validation_file.is_file():
             carve_validation(config.data, validation_file, fraction=config.val_fraction, seed=config.base.seed,
                              option="--val-fraction")
-    results: dict[str, list[dict[str, Any]]] = {}
-    trained = reused = 0
+
+    def inputs(cell: Cell) -> tuple[Path, dict[str, Path]]:
+        """The cell's training file and evaluation files."""
+        if cell.on_validation:
+            assert validation_file is not None
+            return validation_file, {**eval_files, "validation": validation_file}
+        return config.data, eval_files
+
+    outcome: dict[tuple[str, int], tuple[dict[str, Any], bool]] = {}
+    busy: list[tuple[Cell, int]] = []  # cells another process runs: done last, once it lets go
     for cell in cells:
-        train_data = validation_file if cell.on_validation else config.data
-        files = {**eval_files, "validation": validation_file} if cell.on_validation else eval_files
-        results[cell.name] = []
         for seed in config.seeds:
-            result, was_trained = run_cell(cell, seed, config, train_data, files)
-            results[cell.name].append(result)
-            trained += was_trained
-            reused += not was_trained
+            try:
+                outcome[cell.name, seed] = run_cell(cell, seed, config, *inputs(cell))
+            except FolderBusy:
+                logger.info("%s (seed %d): another process is running it; the other cells first", cell.label, seed)
+                busy.append((cell, seed))
+    for cell, seed in busy:
+        logger.info("%s (seed %d): waiting for the other process running it", cell.label, seed)
+        outcome[cell.name, seed] = run_cell(cell, seed, config, *inputs(cell), wait=True)
+    results = {cell.name: [outcome[cell.name, seed][0] for seed in config.seeds] for cell in cells}
+    trained = sum(was_trained for _, was_trained in outcome.values())
+    reused = len(outcome) - trained
 
     report_md, results_json, table, figures = write_report(config, store, focus, cells, results, others)
     return StudyReport(out=config.out, report_md=report_md, results_json=results_json, tables=table,

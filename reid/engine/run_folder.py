@@ -13,6 +13,7 @@ from typing import Any
 
 from common.atomic import atomic_write_bytes, check_not_input
 from common.errors import BadInputError
+from common.folder_lock import FolderLock
 from reid.engine.config import TrainConfig
 from reid.engine.curves import read_metrics
 from reid.engine.runs import (
@@ -37,18 +38,30 @@ def holds_run(run_dir: Path) -> bool:
     return any((run_dir / name).exists() for name in (CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE))
 
 
-def prepare_run_dir(config: TrainConfig) -> None:
+def run_folder_lock(run_dir: str | Path) -> FolderLock:
+    """The lock a training holds on its run folder (taken by :func:`prepare_run_dir`)."""
+    return FolderLock(run_dir, "training into this run folder", "wait for it to finish or choose another --out")
+
+
+def prepare_run_dir(config: TrainConfig, lock: FolderLock | None = None) -> None:
     """Check (and with ``force`` clear) the run folder. Writes nothing else.
+
+    Args:
+        lock: the run folder's lock (:func:`run_folder_lock`), taken before any check (so that
+            ``force`` never clears the files of a run in progress) and kept by the caller.
 
     Raises:
         BadInputError: ``out`` is a file; it holds a run and neither --resume nor --force was
             given; --resume without a last.pt to resume from; one of the run's files (which
             --force removes and the run writes) is one of its inputs (--data, --pretrained,
             --init-from), with or without --force.
+        FolderBusy: another process trains into the folder (holds ``lock``).
     """
     run_dir = Path(config.out)
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInputError(f"{run_dir}: is a file, not a run folder; choose another --out")
+    if lock is not None:
+        lock.acquire()
     inputs = (config.data, config.pretrained, config.init_from)
     for name in RUN_FILES:
         check_not_input(run_dir / name, inputs, "run's files", "--out")
@@ -71,6 +84,8 @@ def prepare_run_dir(config: TrainConfig) -> None:
         raise BadInputError(f"{run_dir}: cannot create the run folder ({exc.strerror or exc}); choose another --out") from exc
     if not os.access(run_dir, os.W_OK):
         raise BadInputError(f"{run_dir}: the run folder is not writable; choose another --out")
+    if lock is not None:
+        lock.acquire()  # a folder made just now
 
 
 def rewrite_metrics(path: Path, keep_epochs: int) -> None:

@@ -68,6 +68,7 @@ from torch import nn
 from common.atomic import atomic_write_json
 from common.device import resolve_device
 from common.errors import BadInputError
+from common.folder_lock import FolderLock
 from occsim.store import StoreInfo, read_store
 from reid import __version__
 from reid.data.loaders import build_train_loader
@@ -77,7 +78,7 @@ from reid.engine.curves import plot_run_curves, read_metrics
 from reid.engine.interrupt import InterruptGuard
 from reid.engine.optim import AmpSettings, build_optimizer, learning_rate, resolve_amp, set_lr  # noqa: F401
 from reid.engine.rng import epoch_seed, rng_state, seed_everything, set_rng_state
-from reid.engine.run_folder import append_metrics, prepare_run_dir, rewrite_metrics  # noqa: F401
+from reid.engine.run_folder import append_metrics, prepare_run_dir, rewrite_metrics, run_folder_lock  # noqa: F401
 from reid.engine.runs import BEST_CHECKPOINT, CONFIG_FILE, CURVES_FILE, LAST_CHECKPOINT, METRICS_FILE
 from reid.engine.step import (
     LOGGED_LOSSES,
@@ -154,17 +155,17 @@ def _validate(model: nn.Module, config: TrainConfig, store: StoreInfo, device: t
 StepHook = Callable[[int, int, int], None]
 
 
-def _prepare_on_main(config: TrainConfig, info: D.DistInfo) -> None:
-    """Run-folder checks on rank 0, the verdict shared so every rank fails the same way."""
-    error = None
+def _prepare_on_main(config: TrainConfig, info: D.DistInfo, lock: FolderLock) -> None:
+    """Run-folder checks (and its lock) on rank 0, the verdict shared so every rank fails the same way."""
+    error: BadInputError | None = None
     if info.is_main:
         try:
-            prepare_run_dir(config)
+            prepare_run_dir(config, lock)
         except BadInputError as exc:
-            error = str(exc)
-    error = D.broadcast_object(error, info)
-    if error is not None:
-        raise BadInputError(str(error))
+            error = exc
+    shared = D.broadcast_object(error, info)  # the error itself: a FolderBusy stays one (reid study waits on it)
+    if isinstance(shared, BadInputError):
+        raise shared
 
 
 def _load_resume(config: TrainConfig, model_config: ModelConfig, store: StoreInfo) -> Checkpoint:
@@ -221,7 +222,12 @@ def train(config: TrainConfig, step_hook: StepHook | None = None) -> TrainResult
 
 
 def _train(config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None) -> TrainResult:
-    return _Run(config, device, info, step_hook).run()
+    # Rank 0 writes the run folder, so it alone locks it (from its checks to the run's end).
+    lock = run_folder_lock(config.out)
+    try:
+        return _Run(config, device, info, step_hook, lock).run()
+    finally:
+        lock.release()
 
 
 class _Run:
@@ -232,7 +238,8 @@ class _Run:
     records both, and a resume skips those steps of that epoch.
     """
 
-    def __init__(self, config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None) -> None:
+    def __init__(self, config: TrainConfig, device: torch.device, info: D.DistInfo, step_hook: StepHook | None,
+                 lock: FolderLock) -> None:
         self.config, self.device, self.info, self.step_hook = config, device, info, step_hook
         self.run_dir = Path(config.out)
         self.last_path = self.run_dir / LAST_CHECKPOINT
@@ -265,7 +272,7 @@ class _Run:
         # A checkpoint to start from is read and checked before the run folder is touched.
         start = read_init_checkpoint(self.model_config, config.init_from) if config.init_from and not config.resume \
             else None
-        _prepare_on_main(config, info)
+        _prepare_on_main(config, info, lock)
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
