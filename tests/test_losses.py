@@ -280,3 +280,26 @@ def test_alpha_one_leaves_obc_head_unchanged(alpha: float) -> None:
     unchanged = all(torch.equal(a, b) for a, b in zip(obc_before, model.obc_head.parameters()))
     assert unchanged == (alpha == 1.0)
     assert not torch.equal(conv_before, model.backbone.conv1.weight)
+
+
+def test_local_trihard_gradients_are_the_same_bytes_on_every_run_with_two_threads() -> None:
+    # Mined positives repeat (several anchors share one), so the gradient of the gathered rows
+    # is summed into shared rows: advanced indexing's backward does that with atomic adds
+    # across threads on the CPU (any order), index_select's in a fixed order. "Same seed, same
+    # bytes" holds only with the latter.
+    generator = torch.Generator().manual_seed(0)
+    local = torch.randn(64, 4, 128, generator=generator)
+    p_inds = torch.randint(0, 8, (64,), generator=generator)  # many anchors per positive
+    n_inds = torch.randint(0, 64, (64,), generator=generator)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = set()
+        for _ in range(20):
+            feat = local.clone().requires_grad_(True)
+            loss, _ = local_trihard(feat, p_inds, n_inds, margin=10.0)  # every triplet active
+            loss.backward()
+            grads.add(feat.grad.numpy().tobytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(grads) == 1

@@ -122,7 +122,9 @@ def local_trihard(
         violation fraction: scalar, no grad.
     """
     # Only the 2N mined pairs: the full N x N aligned matrix (AlignedReID's reference code)
-    # would cost N/2 times the path searches for the same loss and gradients.
-    local_ap = aligned_pair_distance(local_feat, local_feat[p_inds])  # [N]
-    local_an = aligned_pair_distance(local_feat, local_feat[n_inds])  # [N]
+    # would cost N/2 times the path searches for the same loss and gradients. index_select,
+    # not local_feat[p_inds]: mined rows repeat, and advanced indexing's backward sums into a
+    # repeated row with atomic adds across CPU threads, in any order (not the same bytes twice).
+    local_ap = aligned_pair_distance(local_feat, local_feat.index_select(0, p_inds))  # [N]
+    local_an = aligned_pair_distance(local_feat, local_feat.index_select(0, n_inds))  # [N]
     return margin_ranking(local_ap, local_an, margin, anchors)
