@@ -14,7 +14,8 @@ from reid.engine.config import TrainConfig
 from reid.study_config import GRIDS, StudyConfig
 
 #: StudyConfig's fields that are `reid study` options.
-STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "flip", "reuse_from")
+STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "flip",
+                                "skip_busy", "reuse_from")
 
 
 @click.command("study", cls=OneLineCommand)
@@ -28,7 +29,7 @@ STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "
 @click.option("--test-data", "test_data", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
               help="Another occluded-reid file every cell is also evaluated on (e.g. Occluded-REID for the "
                    "train-on-Market protocol); its query sets become extra report columns. Repeatable.")
-@config_options(StudyConfig, ("cells", "distance", "flip", "reuse_from"))
+@config_options(StudyConfig, ("cells", "distance", "flip", "skip_busy", "reuse_from"))
 @shared_training_options
 @handle_bad_input
 def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_data: tuple[Path, ...],
@@ -46,6 +47,7 @@ def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_da
 
     Finished cells are reused when the study is run again, and those of the --reuse-from
     reports that trained the same options, seed and file instead of training them here.
+    The same study started in several shells splits its cells: each locks the cell it runs.
     """
     from common.atomic import check_output_folder
     from reid.study import run_study
@@ -57,6 +59,10 @@ def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_da
                          device=training["device"], test_data=tuple(test_data), **study)
     check_output_folder(config.out, "study report")  # before any training
     report = run_study(config)
+    if report.report_md is None:
+        click.echo(f"{report.trained} cell run(s) trained, {report.reused} reused, {report.passed_over} passed over "
+                   "(another process runs them); no report yet: run the study again once they are finished")
+        return
     click.echo(report.tables)
     click.echo(f"\n{report.trained} cell run(s) trained, {report.reused} reused; report: {report.report_md}")
 

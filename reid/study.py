@@ -24,7 +24,8 @@ was interrupted continues from its last.pt.
 Several processes share a grid: each locks the cell it runs (:class:`common.folder_lock.FolderLock`
 on the cell folder), so the same ``reid study`` command started in two shells (one core each)
 trains different cells; a process that meets a cell another one is running does the other cells
-first, then waits for that one and reuses its result.
+first, then waits for that one and reuses its result (with ``--skip-busy``, stops without the
+report instead, to get on with other work).
 
 Grids share cells (table1's ``aligned-clean`` trains what the recipe grid's ``baseline`` does):
 with ``--reuse-from REPORT`` a cell this study has not started takes the finished cell of
@@ -68,15 +69,17 @@ METRICS: tuple[str, ...] = ("r1", "r5", "r10", "mAP", "mINP")
 
 @dataclass
 class StudyReport:
-    """What :func:`run_study` returns: where the report is and the tables it printed."""
+    """What :func:`run_study` returns: where the report is and the tables it printed
+    (``report_md`` and ``results_json`` None, ``tables`` empty, when cells were passed over)."""
 
     out: Path
-    report_md: Path
-    results_json: Path
+    report_md: Path | None
+    results_json: Path | None
     tables: str
     figures: list[Path] = field(default_factory=list)
     trained: int = 0
     reused: int = 0
+    passed_over: int = 0
 
 
 # --------------------------------------------------------------------------- the grids
@@ -343,6 +346,12 @@ def run_study(config: StudyConfig) -> StudyReport:
             except FolderBusy:
                 logger.info("%s (seed %d): another process is running it; the other cells first", cell.label, seed)
                 busy.append((cell, seed))
+    if busy and config.skip_busy:  # no report: it needs those cells
+        trained = sum(was_trained for _, was_trained in outcome.values())
+        logger.info("%d cell run(s) passed over (another process runs them); run the study again for the report",
+                    len(busy))
+        return StudyReport(out=config.out, report_md=None, results_json=None, tables="", trained=trained,
+                           reused=len(outcome) - trained, passed_over=len(busy))
     for cell, seed in busy:
         logger.info("%s (seed %d): waiting for the other process running it", cell.label, seed)
         outcome[cell.name, seed] = run_cell(cell, seed, config, *inputs(cell), wait=True)

@@ -170,6 +170,8 @@ class StudyConfig:
             "global+local"; a checkpoint with a visibility head uses the visibility-weighted
             aligned distance for the local part).
         flip: evaluate every cell on features averaged with those of the mirrored image.
+        skip_busy: pass over the cells another process runs (each cell is locked while it runs)
+            and return without the report, instead of waiting for them.
         reuse_from: report folders of other studies whose finished cells of the same training
             options, seed and training file stand in for this study's (:func:`reid.study.reused_result`).
     """
@@ -195,6 +197,8 @@ class StudyConfig:
                            choices=DISTANCE_CHOICES).field()
     flip: bool = Option(False, "Evaluate every cell on features averaged with those of the mirrored image "
                                "(finished cells are evaluated again, not trained).", flag=True).field()
+    skip_busy: bool = Option(False, "Pass over the cells another process is running and stop without the report "
+                                    "(run the study again for it), instead of waiting for them.", flag=True).field()
     reuse_from: tuple[Path, ...] = Option((), "A folder written by `reid study`: its finished cells with the same "
                                               "training options, seed and file are reused, not trained. Repeatable.",
                                           metavar="PATH", multiple=True, parse=_path_list).field()

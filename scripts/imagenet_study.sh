@@ -5,10 +5,12 @@
 # reuses it), so the same command started in two shells keeps both cores busy, and rerunning it in a
 # later session continues where the last one was killed.
 #
-#   bash scripts/imagenet_study.sh           # in each of two shells: the grid, then Table 1
+#   bash scripts/imagenet_study.sh           # in each of two shells: every cell of the grid and of Table 1
+#                                            # it can take (--skip-busy), then both reports
 #   bash scripts/imagenet_study.sh grid      # the recipe grid: six rows, seeds 0 and 1, mean +- std report
 #   bash scripts/imagenet_study.sh table1    # Table 1 from ImageNet weights, seed 0, Grad-CAM mass;
 #                                            # reuses the grid's baseline and erasing cells
+# grid and table1 pass further options on to `reid study`.
 #
 # Needs data/cuhk01.h5 and the MobileNetV2 weights file (docs/datasets.md says how to make both).
 set -euo pipefail
@@ -26,9 +28,12 @@ COMMON=(--data "$DATA" --arch mobilenet_v2 --pretrained "$WEIGHTS" --size 256x12
         --epochs 21 --warmup-epochs 1 --lr 3.5e-4 --schedule cosine --retrieval-feature bn --workers 0 --device cpu)
 
 case "${1:-all}" in
-    grid) reid study recipe "${COMMON[@]}" --out "$GRID" --seeds 0,1 \
-              --cells baseline,erasing,paper-obc,erasing-mixed,erasing-obc,pairs-twin ;;
-    table1) reid study table1 "${COMMON[@]}" --out reports/cuhk01-imagenet-table1 --seeds 0 --reuse-from "$GRID" ;;
-    all) bash "$0" grid && exec bash "$0" table1 ;;
+    grid) shift; reid study recipe "${COMMON[@]}" --out "$GRID" --seeds 0,1 \
+              --cells baseline,erasing,paper-obc,erasing-mixed,erasing-obc,pairs-twin "$@" ;;
+    table1) shift; reid study table1 "${COMMON[@]}" --out reports/cuhk01-imagenet-table1 --seeds 0 \
+                --reuse-from "$GRID" "$@" ;;
+    # The cells another shell runs are left to it on the first pass, so that neither shell waits
+    # while cells remain; the second pass waits for them and writes the reports.
+    all) bash "$0" grid --skip-busy && bash "$0" table1 --skip-busy && bash "$0" grid && exec bash "$0" table1 ;;
     *) echo "usage: bash scripts/imagenet_study.sh [all|grid|table1]" >&2; exit 2 ;;
 esac

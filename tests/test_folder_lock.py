@@ -179,3 +179,20 @@ def test_two_studies_on_one_grid_split_the_cells_and_the_waiter_reuses_the_other
     assert runs == ["baseline-seed0", "erasing-seed0"]  # each cell trained once, by one study
     assert (report.trained, report.reused) == (1, 1)
     assert "Random Erasing" in report.tables and "clean-only baseline" in report.tables
+
+
+def test_skip_busy_passes_over_a_busy_cell_and_writes_no_report(tiny_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    busy_cell = out / "cells" / "baseline-seed0"
+    busy_cell.mkdir(parents=True)
+    args = ["recipe", "--data", str(tiny_store), "--out", str(out), "--cells", "baseline,erasing", *TINY_TRAINING]
+    with FolderLock(busy_cell, "running this study cell", "wait"):
+        result = CliRunner().invoke(study_command, [*args, "--skip-busy"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert "1 cell run(s) trained, 0 reused, 1 passed over" in result.output and "no report yet" in result.output
+        assert not (out / "report.md").exists() and not (out / "results.json").exists()
+        assert (out / "cells" / "erasing-seed0" / "result.json").is_file()
+        assert list(busy_cell.iterdir()) == []  # the other process's cell untouched
+    again = CliRunner().invoke(study_command, args, catch_exceptions=False)  # it let go: the rest, and the report
+    assert again.exit_code == 0, again.output
+    assert "1 cell run(s) trained, 1 reused" in again.output and (out / "report.md").is_file()
