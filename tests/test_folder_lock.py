@@ -22,6 +22,7 @@ from reid.engine.config import TrainConfig
 from tests.conftest import one_error_line
 from tests.test_reid_train_cli import TINY_ARGS
 from tests.test_study import TINY_TRAINING
+from tests.test_study_reuse import _counting_train
 
 
 def _lock(path: Path) -> FolderLock:
@@ -112,21 +113,12 @@ def test_the_lock_is_released_when_training_ends(tiny_store: Path, tmp_path: Pat
 
 def test_a_study_does_the_cell_another_process_runs_last_once_it_lets_go(
         tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import reid.engine.trainer as trainer
-
     out = tmp_path / "grid"
     busy_cell, other_cell = out / "cells" / "baseline-seed0", out / "cells" / "erasing-seed0"
     busy_cell.mkdir(parents=True)
     other_process = FolderLock(busy_cell, "running this study cell", "wait")
     other_process.acquire()
-    runs: list[str] = []
-    real = trainer.train
-
-    def counting(config: TrainConfig, *args: Any, **kwargs: Any) -> Any:
-        runs.append(Path(config.out).parent.name)
-        return real(config, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "train", counting)
+    runs = _counting_train(monkeypatch)
 
     def let_go_after_the_other_cell() -> None:  # the "other process" finishes once this one did its cell
         deadline = time.monotonic() + 300
