@@ -266,9 +266,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Al
         BadInputError: as :func:`load_checkpoint`, or weights that do not load strictly.
     """
     checkpoint = load_checkpoint(path, map_location="cpu")
-    model = AlignedReID(checkpoint.config)
+    # Built on the meta device and given the file's tensors (assign): a random initialisation
+    # that the weights replace anyway costs about 0.6 s for resnet50.
+    with torch.device("meta"):
+        model = AlignedReID(checkpoint.config)
     try:
-        model.load_state_dict(checkpoint.state_dict, strict=True)
+        model.load_state_dict(checkpoint.state_dict, strict=True, assign=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(
