@@ -3,15 +3,20 @@
 Two ``reid train --resume`` into one run folder, or two ``reid study`` shells training the same
 cell, would each write the other's checkpoints (and ``--force`` would delete them mid-run). The
 lock is ``flock`` on the folder's own descriptor: it adds no file to the folder, and the kernel
-drops it when the process dies, so a killed run never leaves a stale lock behind.
+drops it when the process dies, so a killed run never leaves a stale lock behind. Where there is
+no ``flock`` (Windows) folders are not locked: one writer per folder is then the user's care.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 from types import TracebackType
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 from common.errors import BadInputError
 
@@ -43,7 +48,8 @@ class FolderLock:
         return self._fd is not None
 
     def acquire(self, wait: bool = False) -> bool:
-        """Lock the folder if it exists and is not locked here yet; True when held afterwards.
+        """Lock the folder if it exists and is not locked here yet; True when held afterwards
+        (False also where the platform has no ``flock``).
 
         Args:
             wait: block until the other holder lets go, instead of raising.
@@ -53,7 +59,7 @@ class FolderLock:
         """
         if self._fd is not None:
             return True
-        if not self.path.is_dir():
+        if fcntl is None or not self.path.is_dir():
             return False
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:

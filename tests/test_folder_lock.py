@@ -188,3 +188,11 @@ def test_skip_busy_passes_over_a_busy_cell_and_writes_no_report(tiny_store: Path
     again = CliRunner().invoke(study_command, args, catch_exceptions=False)  # it let go: the rest, and the report
     assert again.exit_code == 0, again.output
     assert "1 cell run(s) trained, 1 reused" in again.output and (out / "report.md").is_file()
+
+
+def test_without_flock_nothing_is_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import common.folder_lock as folder_lock
+
+    monkeypatch.setattr(folder_lock, "fcntl", None)  # as on Windows
+    first, second = _lock(tmp_path), _lock(tmp_path)
+    assert not first.acquire() and not second.acquire() and not first.held
