@@ -18,8 +18,9 @@ local distance, OBC head, loss check, the optimiser's extra parameters).
 Batch: P=16 identities x K=4 images; ``--train-on both`` (this script's default: the paper's
 recipe, the heavier one) adds each image's occluded copy, so 128 images a step;
 ``--train-on clean`` (``reid train``'s default recipe) gives 64.
-On CUDA both run with the trainer's AMP (bf16 autocast, or fp16 + GradScaler on GPUs
-without bf16) and channels-last; the GPU model is printed.
+Both run in channels-last, the trainer's layout on every device (on the CPU since 2026-12-06);
+on CUDA with the trainer's AMP (bf16 autocast, or fp16 + GradScaler on GPUs without bf16); the
+GPU model is printed.
 
 Timing: the variants in one process, their steps interleaved (baseline, ours, baseline,
 ...; the order reversed every other round), so that load from other processes on a shared machine hits both alike; the median step
@@ -81,7 +82,7 @@ class Variant:
         from reid.models import ModelConfig, build_model
 
         self.name, self.batch, self.amp, self.device = name, batch, amp, device
-        memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        memory_format = torch.channels_last  # the trainer's layout, on every device
         if name == "ours":
             model = build_model(ModelConfig(num_classes=NUM_CLASSES, arch=args.arch, last_stride=args.last_stride), pretrained=None)
         else:
@@ -127,7 +128,7 @@ def _setup(args: argparse.Namespace):
     pk = args.batch_p * args.batch_k
     n = pk * (2 if args.train_on == "both" else 1)
     torch.manual_seed(0)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    memory_format = torch.channels_last  # the trainer's layout, on every device
     images = torch.randn(n, 3, height, width, device=device).contiguous(memory_format=memory_format)
     labels = torch.arange(args.batch_p, device=device).repeat_interleave(args.batch_k).repeat(n // pk)
     occluded = torch.zeros(n, dtype=torch.bool, device=device)
