@@ -27,14 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cpu_variants import add_batch_options, fixed_batch, interleaved_medians  # noqa: E402 (beside this script)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--size", default="128x64", help="HxW")
-    ap.add_argument("--last-stride", type=int, default=2, choices=[1, 2])
-    ap.add_argument("--batch-p", type=int, default=16)
-    ap.add_argument("--batch-k", type=int, default=4)
+    add_batch_options(ap, arch="resnet18", size="128x64")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
     ap.add_argument("--inference", action="store_true", help="time the embedder's forward, not a training step")
     args = ap.parse_args()
@@ -47,11 +45,8 @@ def main() -> None:
     from reid.models import ModelConfig, build_model
 
     height, width = (int(v) for v in args.size.split("x"))
-    n = args.batch_p * args.batch_k
-    torch.manual_seed(0)
-    images = torch.randn(n, 3, height, width)
-    labels = torch.arange(args.batch_p).repeat_interleave(args.batch_k)
-    occluded = torch.zeros(n, dtype=torch.bool)
+    images, labels, occluded = fixed_batch(args)
+    n = len(images)
     variants = {}
     for name, amp in (("float32", AmpSettings("cpu")), ("bf16", AmpSettings("cpu", torch.bfloat16))):
         torch.manual_seed(0)
@@ -75,13 +70,7 @@ def main() -> None:
             apply_gradients(losses.total, optimizer)
         return time.perf_counter() - start
 
-    for name in variants:  # warm-up
-        step(name)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for round_ in range(args.steps):
-        for name in (list(variants) if round_ % 2 == 0 else list(variants)[::-1]):
-            times[name].append(step(name))
-    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    medians = interleaved_medians(step, list(variants), args.steps)
     what = "inference forward (embed)" if args.inference else "training step"
     print(f"{what}, {args.arch} {height}x{width} last stride {args.last_stride}, {n} images, "
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "

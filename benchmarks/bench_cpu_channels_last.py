@@ -19,11 +19,17 @@ Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cpu_channels_last.py
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from cpu_variants import add_batch_options, fixed_batch, interleaved_medians  # noqa: E402 (beside this script)
 from reid.engine.optim import AmpSettings
 from reid.engine.step import apply_gradients, forward_losses
 from reid.losses import LossConfig
@@ -34,20 +40,12 @@ LAYOUTS: tuple[str, ...] = ("contiguous", "channels_last")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="mobilenet_v2")
-    ap.add_argument("--size", default="256x128", help="input HxW")
-    ap.add_argument("--last-stride", type=int, default=2)
+    add_batch_options(ap, arch="mobilenet_v2", size="256x128")
     ap.add_argument("--stripes", type=int, default=8)
-    ap.add_argument("--batch-p", type=int, default=16)
-    ap.add_argument("--batch-k", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=4, help="timed steps per variant (after one warm-up step)")
     args = ap.parse_args()
-    height, width = (int(v) for v in args.size.split("x"))
-    n = args.batch_p * args.batch_k
-    torch.manual_seed(0)
-    images = torch.randn(n, 3, height, width)
-    labels = torch.arange(args.batch_p).repeat_interleave(args.batch_k)
-    occluded = torch.zeros(n, dtype=torch.bool)
+    images, labels, occluded = fixed_batch(args)
+    n = len(images)
     config = ModelConfig(num_classes=751, arch=args.arch, last_stride=args.last_stride, num_stripes=args.stripes)
     variants = {}
     for layout in LAYOUTS:
@@ -65,13 +63,7 @@ def main() -> None:
         apply_gradients(losses.total, optimizer)
         return time.process_time() - start
 
-    for layout in LAYOUTS:  # warm-up
-        step(layout)
-    times: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
-    for r in range(args.rounds):
-        for layout in LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]:
-            times[layout].append(step(layout))
-    median = {layout: statistics.median(t) for layout, t in times.items()}
+    median = interleaved_medians(step, LAYOUTS, args.rounds)
     print(f"{args.arch} {args.size}, last stride {args.last_stride}, {args.stripes} stripes, batch {n}, "
           f"{torch.get_num_threads()} thread(s), float32; CPU seconds per training step (median of {args.rounds}):")
     for layout in LAYOUTS:
