@@ -24,7 +24,8 @@ Decisions (documented for review):
   states (torch, CUDA, numpy, python as tensors / plain values), restored on resume.
 * **AMP**: see :func:`reid.engine.optim.resolve_amp` (bf16, or fp16 with a GradScaler, on
   CUDA; bf16 on a CPU only where it is native). Losses run in float32 whatever the autocast.
-  On CUDA the network runs channels-last and cuDNN autotunes (not bit-reproducible; CPU runs are).
+  The network runs channels-last on every device; on CUDA cuDNN autotunes (not bit-reproducible;
+  CPU runs are, with any number of threads).
 * **Best checkpoint**: the validation score is the mean of the clean mAP and the mean mAP over
   the occluded query sets, so clean and occluded weigh equally (the project's goal). Validation
   runs every ``eval_every`` epochs and after the last (0: never; no best.pt then).
@@ -294,8 +295,8 @@ class _Run:
         self.obc_trained = config.alpha < 1 or (obc_head_trained(source.extra) if source is not None else False)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        # channels_last on the CPU too: oneDNN's fast layout, 1.65x a MobileNetV2 step at 256x128
-        # and 1.15x a resnet18 step at 128x64 on one thread (benchmarks/bench_cpu_channels_last.py).
+        # channels_last on the CPU too: oneDNN's fast layout, 1.59x a MobileNetV2 step at 256x128
+        # and 1.21x a resnet18 step at 128x64 on one thread (benchmarks/bench_cpu_channels_last.py).
         model = model.to(device, memory_format=torch.channels_last)
         self.model = model
         self.optimizer = build_optimizer(model, config)
