@@ -196,3 +196,14 @@ def test_without_flock_nothing_is_locked(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(folder_lock, "fcntl", None)  # as on Windows
     first, second = _lock(tmp_path), _lock(tmp_path)
     assert not first.acquire() and not second.acquire() and not first.held
+
+
+def test_loader_workers_do_not_keep_the_lock_after_training(tiny_store: Path, tmp_path: Path) -> None:
+    # Forked data-loader workers share the lock's open file; they must be gone when train() returns,
+    # or the next training into the folder from this process would be refused.
+    run = tmp_path / "run"
+    args = [*TINY_ARGS, "--data", str(tiny_store), "--out", str(run), "--workers", "2"]
+    first = CliRunner().invoke(train_command, [*args, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(train_command, [*args, "--epochs", "2", "--resume"])
+    assert second.exit_code == 0, second.output
