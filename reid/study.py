@@ -147,16 +147,17 @@ def run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_
         FolderBusy: another process runs the cell and ``wait`` is False.
     """
     folder = cell_dir(config.out, cell, seed)
+    folder.mkdir(parents=True, exist_ok=True)  # every way through writes here; made first, so it can be locked
     lock = cell_lock(folder)
-    lock.acquire(wait=wait)  # a cell folder that does not exist yet is locked once made
+    lock.acquire(wait=wait)
     try:
-        return _run_cell(cell, seed, config, train_data, eval_files, folder, lock)
+        return _run_cell(cell, seed, config, train_data, eval_files, folder)
     finally:
         lock.release()
 
 
 def _run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval_files: dict[str, Path],
-              folder: Path, lock: FolderLock) -> tuple[dict[str, Any], bool]:
+              folder: Path) -> tuple[dict[str, Any], bool]:
     from reid.engine.trainer import train
 
     result_path = folder / RESULT_FILE
@@ -171,8 +172,6 @@ def _run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval
     elif not resume and config.reuse_from:
         result = reused_result(cell, seed, config.reuse_from, train_config, train_data)
         if result is not None:  # reused_result logged where it came from
-            folder.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
             atomic_write_json(result_path, result)
     if result is not None:
         # What a resume may change, except the epochs: a finished cell's length is its recipe.
@@ -192,8 +191,6 @@ def _run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval
                 evaluate_checkpoint(Path(result["checkpoint"]), missing, config))
             atomic_write_json(result_path, result)
         return result, False
-    folder.mkdir(parents=True, exist_ok=True)
-    lock.acquire()
     logger.info("%s (seed %d): %s", cell.label, seed, "resuming" if resume else "training")
     trained = train(train_config)
     if trained.interrupted:
@@ -346,18 +343,18 @@ def run_study(config: StudyConfig) -> StudyReport:
             except FolderBusy:
                 logger.info("%s (seed %d): another process is running it; the other cells first", cell.label, seed)
                 busy.append((cell, seed))
+    if not config.skip_busy:
+        for cell, seed in busy:
+            logger.info("%s (seed %d): waiting for the other process running it", cell.label, seed)
+            outcome[cell.name, seed] = run_cell(cell, seed, config, *inputs(cell), wait=True)
+    trained = sum(was_trained for _, was_trained in outcome.values())
+    reused = len(outcome) - trained
     if busy and config.skip_busy:  # no report: it needs those cells
-        trained = sum(was_trained for _, was_trained in outcome.values())
         logger.info("%d cell run(s) passed over (another process runs them); run the study again for the report",
                     len(busy))
         return StudyReport(out=config.out, report_md=None, results_json=None, tables="", trained=trained,
-                           reused=len(outcome) - trained, passed_over=len(busy))
-    for cell, seed in busy:
-        logger.info("%s (seed %d): waiting for the other process running it", cell.label, seed)
-        outcome[cell.name, seed] = run_cell(cell, seed, config, *inputs(cell), wait=True)
+                           reused=reused, passed_over=len(busy))
     results = {cell.name: [outcome[cell.name, seed][0] for seed in config.seeds] for cell in cells}
-    trained = sum(was_trained for _, was_trained in outcome.values())
-    reused = len(outcome) - trained
 
     report_md, results_json, table, figures = write_report(config, store, focus, cells, results, others)
     return StudyReport(out=config.out, report_md=report_md, results_json=results_json, tables=table,
