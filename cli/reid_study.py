@@ -14,8 +14,8 @@ from reid.engine.config import TrainConfig
 from reid.study_config import GRIDS, StudyConfig
 
 #: StudyConfig's fields that are `reid study` options.
-STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "flip",
-                                "skip_busy", "reuse_from")
+STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "metric",
+                                "flip", "skip_busy", "reuse_from")
 
 
 @click.command("study", cls=OneLineCommand)
@@ -29,7 +29,7 @@ STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "
 @click.option("--test-data", "test_data", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
               help="Another occluded-reid file every cell is also evaluated on (e.g. Occluded-REID for the "
                    "train-on-Market protocol); its query sets become extra report columns. Repeatable.")
-@config_options(StudyConfig, ("cells", "distance", "flip", "skip_busy", "reuse_from"))
+@config_options(StudyConfig, ("cells", "distance", "metric", "flip", "skip_busy", "reuse_from"))
 @shared_training_options
 @handle_bad_input
 def study_command(grid: str, data: Path, out: Path | None, alpha: float, test_data: tuple[Path, ...],

@@ -181,9 +181,8 @@ def _run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval
                                 f"pass a new --out, or delete {folder} to train it again")
         if finished_here:  # (a reused cell's source was logged by reused_result)
             logger.info("%s (seed %d): finished earlier, reusing %s", cell.label, seed, result_path)
-        if (result.get("distance", "global"), result.get("flip", False)) != (config.distance, config.flip):
-            # asked for another distance or flip setting: evaluate again
-            result["evaluations"], result["distance"], result["flip"] = {}, config.distance, config.flip
+        if evaluation_settings(result) != evaluation_settings(config):  # asked for other settings: evaluate again
+            result = {**result, "evaluations": {}, **evaluation_settings(config)}
         missing = {role: path for role, path in eval_files.items() if role not in result["evaluations"]}
         if missing:  # a --test-data file added since (or other evaluation settings): evaluate, do not train
             logger.info("%s (seed %d): evaluating on %s", cell.label, seed, ", ".join(map(str, missing.values())))
@@ -200,7 +199,7 @@ def _run_cell(cell: Cell, seed: int, config: StudyConfig, train_data: Path, eval
         "cell": cell.name, "label": cell.label, "seed": seed, "alpha": cell.alpha, "train_on": cell.train_on,
         "train_occluders": list(cell.train_occluders), "train_data": str(train_data),
         "checkpoint": str(trained.last_checkpoint), "epochs": trained.epochs_completed,
-        "train_config": train_config.to_dict(), "distance": config.distance, "flip": config.flip,
+        "train_config": train_config.to_dict(), **evaluation_settings(config),
         "train_metrics": trained.final_metrics, "evaluations": evaluations,
     }
     atomic_write_json(result_path, result)
@@ -264,10 +263,19 @@ def reused_result(cell: Cell, seed: int, folders: Sequence[Path], train_config: 
     return None
 
 
+def evaluation_settings(source: StudyConfig | dict[str, Any]) -> dict[str, Any]:
+    """How a cell's checkpoint is evaluated (distance, metric, flip), from the study's config or from a
+    cell's result.json (written before the metric was a study option: Euclidean)."""
+    if isinstance(source, StudyConfig):
+        return {"distance": source.distance, "metric": source.metric, "flip": source.flip}
+    return {"distance": source.get("distance", "global"), "metric": source.get("metric", "euclidean"),
+            "flip": source.get("flip", False)}
+
+
 def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path],
                         config: StudyConfig) -> dict[str, dict[str, Any]]:
     """Scores of ``checkpoint`` on each file's query sets ("all") against its clean gallery,
-    at the checkpoint's input size, with the study's distance, flip and device: role -> query
+    at the checkpoint's input size, with the study's distance, metric, flip and device: role -> query
     set -> metrics, ``num_queries`` and ``cmc``."""
     from reid.engine.evaluator import evaluate_model
     from reid.models.inference import load_inference_model
@@ -276,7 +284,8 @@ def evaluate_checkpoint(checkpoint: Path, eval_files: dict[str, Path],
     evaluations = {}
     for role, path in eval_files.items():
         report = evaluate_model(model, path, queries=("all",), gallery="clean", device=config.device,
-                                input_size=spec.input_size, distance=config.distance, flip=config.flip,
+                                input_size=spec.input_size, distance=config.distance, metric=config.metric,
+                                flip=config.flip,
                                 normalization=(spec.mean, spec.std))
         evaluations[role] = {row.name: {**{m: float(getattr(row, m)) for m in METRICS}, "num_queries": row.num_queries,
                                         "cmc": [float(v) for v in row.cmc]}

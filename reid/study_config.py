@@ -14,7 +14,7 @@ from typing import Any
 from common.errors import BadInputError
 from common.options import Option, comma_text, comma_words, int_list, parse_numbers, validate_options
 from reid.engine.config import TrainConfig
-from reid.options import DEVICES, DISTANCE_CHOICES
+from reid.options import DEVICES, DISTANCE_CHOICES, METRIC
 
 GRIDS: tuple[str, ...] = ("table1", "alpha", "occluders", "recipe")
 DEFAULT_ALPHAS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.6, 0.4)
@@ -169,6 +169,8 @@ class StudyConfig:
         distance: retrieval distance every cell is evaluated with ("global", "local",
             "global+local"; a checkpoint with a visibility head uses the visibility-weighted
             aligned distance for the local part).
+        metric: distance on the global feature every cell is evaluated with ("euclidean" or
+            "cosine"; BoT compares BN-neck features by cosine).
         flip: evaluate every cell on features averaged with those of the mirrored image.
         skip_busy: pass over the cells another process runs (each cell is locked while it runs)
             and return without the report, instead of waiting for them.
@@ -195,6 +197,7 @@ class StudyConfig:
                                     metavar="NAMES", text=comma_text, parse=comma_words).field()
     distance: str = Option("global", "Retrieval distance every cell is evaluated with.",
                            choices=DISTANCE_CHOICES).field()
+    metric: str = METRIC.field()
     flip: bool = Option(False, "Evaluate every cell on features averaged with those of the mirrored image "
                                "(finished cells are evaluated again, not trained).", flag=True).field()
     skip_busy: bool = Option(False, "Pass over the cells another process is running and stop without the report "

@@ -289,7 +289,7 @@ def write_report(config: StudyConfig, store: StoreInfo, focus: str, cells: list[
                 f"Data: `{config.data}` (fingerprint `{store.fingerprint[:12]}`), seeds {list(config.seeds)}, "
                 f"arch {config.base.arch}, input {config.base.input_size[0]}x{config.base.input_size[1]}, "
                 f"{config.base.epochs} epochs, P×K = {config.base.batch_p}×{config.base.batch_k}. "
-                f"Queries against the clean gallery, retrieval distance {config.distance}"
+                f"Queries against the clean gallery, retrieval distance {config.distance} ({config.metric})"
                 f"{', features averaged with the mirrored image' if config.flip else ''}; values in %.", ""]
     note = reused_note(results)
     if note:

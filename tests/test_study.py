@@ -231,26 +231,33 @@ def test_recipe_study_end_to_end_writes_table_and_reading(tiny_store: Path, tmp_
     assert again.exit_code == 0 and "0 cell run(s) trained, 2 reused" in again.output
 
 
-def test_recipe_study_flip_evaluates_finished_cells_again_without_training(
-        tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("option", "setting", "value", "report_text"), [
+    (["--flip"], "flip", True, "averaged with the mirrored image"),
+    (["--metric", "cosine"], "metric", "cosine", "retrieval distance global (cosine)"),
+])
+def test_recipe_study_other_evaluation_settings_evaluate_finished_cells_again_without_training(
+        tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], setting: str,
+        value: object, report_text: str) -> None:
     import reid.engine.evaluator as evaluator
 
     out = tmp_path / "recipe"
     args = ["recipe", "--data", str(tiny_store), "--out", str(out), "--cells", "baseline", *TINY_TRAINING]
     assert CliRunner().invoke(study_command, args).exit_code == 0
-    flips: list[bool] = []
+    first = json.loads((out / "results.json").read_text())["cells"]["baseline"][0]
+    assert (first["flip"], first["metric"]) == (False, "euclidean")
+    asked: list[object] = []
     real = evaluator.evaluate_model
 
-    def recording(*a, **kw):  # the evaluation the study asks for, with the flip it passes
-        flips.append(kw.get("flip", False))
+    def recording(*a, **kw):  # the evaluation the study asks for, with the setting it passes
+        asked.append(kw[setting])
         return real(*a, **kw)
 
     monkeypatch.setattr(evaluator, "evaluate_model", recording)
-    flipped = CliRunner().invoke(study_command, [*args, "--flip"])
-    assert flipped.exit_code == 0, flipped.output
-    assert "0 cell run(s) trained, 1 reused" in flipped.output and flips == [True]
+    changed = CliRunner().invoke(study_command, [*args, *option])
+    assert changed.exit_code == 0, changed.output
+    assert "0 cell run(s) trained, 1 reused" in changed.output and asked == [value]
     cell = json.loads((out / "results.json").read_text())["cells"]["baseline"][0]
-    assert cell["flip"] is True and "clean" in cell["evaluations"]["test"]
-    assert "averaged with the mirrored image" in (out / "report.md").read_text()
-    again = CliRunner().invoke(study_command, [*args, "--flip"])  # same settings: nothing evaluated again
-    assert again.exit_code == 0 and flips == [True]
+    assert cell[setting] == value and "clean" in cell["evaluations"]["test"]
+    assert report_text in (out / "report.md").read_text()
+    again = CliRunner().invoke(study_command, [*args, *option])  # same settings: nothing evaluated again
+    assert again.exit_code == 0 and asked == [value]
