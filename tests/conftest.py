@@ -116,9 +116,13 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_store(tmp_path_factory.mktemp("tiny_store") / "tiny.h5")
 
 
-def write_fresh_checkpoint(path: Path, store: Path, **extra: Any) -> Path:
+def write_fresh_checkpoint(path: Path, store: Path, retrieval_feature: str = "global", **extra: Any) -> Path:
     """A freshly initialised (seed 0) resnet18 checkpoint for ``store`` at ``path``, input 64x32,
-    as `reid train` writes one; ``extra`` adds to what it records (e.g. mean and std)."""
+    as `reid train` writes one; ``extra`` adds to what it records (e.g. mean and std).
+
+    With ``retrieval_feature="bn"`` the model retrieves with the BN-neck feature, and the neck
+    gets random statistics and affine weights, so that ``bn_feat`` differs from ``global_feat``
+    (a fresh neck is nearly the identity)."""
     import torch
 
     from occsim.store import read_store
@@ -126,8 +130,13 @@ def write_fresh_checkpoint(path: Path, store: Path, **extra: Any) -> Path:
     from reid.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    config = ModelConfig(num_classes=6, arch="resnet18")
+    config = ModelConfig(num_classes=6, arch="resnet18", retrieval_feature=retrieval_feature)
     model = build_model(config, pretrained=None)
+    if retrieval_feature == "bn":
+        with torch.no_grad():
+            for tensor in (model.neck.running_mean, model.neck.weight, model.neck.bias):
+                tensor.copy_(torch.randn_like(tensor))
+            model.neck.running_var.uniform_(0.5, 2.0)
     return save_checkpoint(path, model, config, read_store(store).fingerprint,
                            extra={"input_size": [64, 32], **extra})
 

@@ -159,9 +159,30 @@ def test_embed_same_input_same_bytes(checkpoint: Path, crops: Path, tmp_path: Pa
     assert filecmp.cmp(tmp_path / "a.h5", tmp_path / "b.h5", shallow=False)
 
 
-def test_embed_h5_source_matches_reid_eval_features(checkpoint: Path, tiny_store: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def bn_checkpoint(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh checkpoint that retrieves with the BN-neck feature (`reid train`'s default), its neck
+    randomised so that the BN feature differs from the pooled one."""
+    from tests.conftest import write_fresh_checkpoint
+
+    return write_fresh_checkpoint(tmp_path_factory.mktemp("run") / "bn" / "last.pt", tiny_store, retrieval_feature="bn")
+
+
+def _pooled_feature(checkpoint: Path, images: torch.Tensor) -> np.ndarray:
+    """The pooled global feature before the BN neck, shape [N, D]: what retrieval must not use
+    for a BN-neck model."""
+    model, _ = load_inference_model(checkpoint)
+    with torch.inference_mode():
+        return model(images).global_feat.numpy()
+
+
+@pytest.mark.parametrize("which", ["checkpoint", "bn_checkpoint"])
+def test_embed_h5_source_matches_reid_eval_features(which: str, tiny_store: Path, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    """`reid embed` stores the feature `reid eval` measures, the BN-neck one for a BN-neck model."""
     from reid.engine.features import extract_features
 
+    checkpoint = request.getfixturevalue(which)
     run_embed(_config(checkpoint, tiny_store, tmp_path / "q.h5", splits=("query",), batch_size=5))
     model, spec = load_inference_model(checkpoint)
     n = len(read_store(tiny_store).splits["query"])
@@ -171,6 +192,11 @@ def test_embed_h5_source_matches_reid_eval_features(checkpoint: Path, tiny_store
         np.testing.assert_array_equal(f.pids, read_store(tiny_store).splits["query"].pid)
         np.testing.assert_allclose(f.global_rows(0, n), expected.global_feat, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(f.local_rows(0, n), expected.local_feat, rtol=1e-5, atol=1e-5)
+    if which == "bn_checkpoint":  # the BN feature, not the pooled one
+        from reid.inference.export import example_batch
+
+        images = example_batch(spec, 2)
+        assert not np.allclose(model(images).bn_feat.detach().numpy(), _pooled_feature(checkpoint, images), atol=1e-3)
 
 
 _KILLER = """
@@ -334,9 +360,15 @@ def test_embedder_arrays_and_paths_agree(checkpoint: Path, crops: Path) -> None:
 # -------------------------------------------------------------------------------- export
 
 
-def test_export_onnx_matches_pytorch_with_a_dynamic_batch(checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["checkpoint", "bn_checkpoint"])
+def test_export_onnx_matches_pytorch_with_a_dynamic_batch(which: str, tmp_path: Path,
+                                                          request: pytest.FixtureRequest) -> None:
+    """The exported "global" output is the retrieval feature: the BN-neck one for a BN-neck model."""
     ort = pytest.importorskip("onnxruntime")
     from reid.inference.export import example_batch, read_onnx_metadata
+    from reid.models.checkpoint import retrieval_feature_of
+
+    checkpoint = request.getfixturevalue(which)
 
     out = tmp_path / "model.onnx"
     result = CliRunner().invoke(export_command, ["--checkpoint", str(checkpoint), "--out", str(out)])
@@ -350,7 +382,11 @@ def test_export_onnx_matches_pytorch_with_a_dynamic_batch(checkpoint: Path, tmp_
     got = dict(zip(["global", "local", "occlusion"], session.run(None, {"images": images.numpy()})))
     with torch.inference_mode():
         ref = model(images)
-    np.testing.assert_allclose(got["global"], ref.global_feat.numpy(), atol=1e-4)
+    feature = retrieval_feature_of(model)
+    assert feature == ("bn" if which == "bn_checkpoint" else "global")
+    np.testing.assert_allclose(got["global"], ref.retrieval(feature).numpy(), atol=1e-4)
+    if feature == "bn":
+        assert not np.allclose(got["global"], ref.global_feat.numpy(), atol=1e-2)
     np.testing.assert_allclose(got["local"], ref.local_feat.numpy(), atol=1e-4)
     np.testing.assert_allclose(got["occlusion"], ref.occ_logits.softmax(1)[:, 1].numpy(), atol=1e-4)
 

@@ -206,8 +206,9 @@ def _forward(
     occluded probability [B], float32."""
     with _autocast(device, amp):
         out = model(images)
-    config = getattr(model, "config", None)
-    retrieval = out.bn_feat if getattr(config, "retrieval_feature", "global") == "bn" else out.global_feat
+    from reid.models.checkpoint import retrieval_feature_of  # reid.models imports this module
+
+    retrieval = out.retrieval(retrieval_feature_of(model))
     logits = getattr(out, "visibility_logits", None)
     visible = torch.sigmoid(logits.float()) if logits is not None and logits.shape[-1] > 0 else None
     occluded = torch.softmax(out.occ_logits.float(), dim=1)[:, 1]

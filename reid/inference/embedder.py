@@ -24,6 +24,7 @@ import torch
 from common.errors import BadInputError
 from reid.data.transforms import normalize_batch
 from reid.inference.images import decode_file, fit_to_input
+from reid.models.checkpoint import retrieval_feature_of
 from reid.models.inference import InferenceSpec, load_inference_model
 
 
@@ -32,7 +33,7 @@ class Embeddings:
     """Features of N images, float32 numpy arrays on the CPU.
 
     Attributes:
-        global_feat: shape [N, D], the retrieval feature (``reid eval``'s global feature).
+        global_feat: shape [N, D], the retrieval feature (the one ``reid eval`` measures).
         local_feat: shape [N, H, C], one feature per horizontal stripe, top to bottom.
         occlusion: shape [N], the OBC head's probability that the image is occluded; NaN when
             the head was not trained (alpha = 1, ``InferenceSpec.obc_head_trained`` False).
@@ -50,19 +51,22 @@ def forward_features(
     model: torch.nn.Module, images: torch.Tensor, spec: InferenceSpec, flip: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 images [B, 3, H, W] (already at ``spec.input_size``, on the model's device) ->
-    (global [B, D], local [B, H, C], occlusion probability [B]) as float32.
+    (global [B, D], local [B, H, C], occlusion probability [B]) as float32; "global" is the
+    model's retrieval feature, the one ``reid eval`` measures (``bn_feat`` for a model trained
+    with ``--retrieval-feature bn``).
 
     With ``flip`` the features and the probability are averaged with those of the mirrored
     image (stripes stay in place: a horizontal flip keeps their top-to-bottom order).
     """
     # channels_last: oneDNN's (and cuDNN's) fast convolution layout, about 1.3x on the CPU here.
     x = normalize_batch(images, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
+    feature = retrieval_feature_of(model)
     with torch.inference_mode():
         out = model(x)
-        g, l, p = out.global_feat.float(), out.local_feat.float(), out.occ_logits.float().softmax(dim=1)[:, 1]
+        g, l, p = out.retrieval(feature).float(), out.local_feat.float(), out.occ_logits.float().softmax(dim=1)[:, 1]
         if flip:
             mirrored = model(x.flip(dims=[3]))
-            g = (g + mirrored.global_feat.float()) / 2
+            g = (g + mirrored.retrieval(feature).float()) / 2
             l = (l + mirrored.local_feat.float()) / 2
             p = (p + mirrored.occ_logits.float().softmax(dim=1)[:, 1]) / 2
     return g, l, p

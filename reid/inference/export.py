@@ -29,6 +29,7 @@ from torch import nn
 from common.atomic import atomic_path, check_output
 from common.errors import BadInputError
 from reid.inference.config import MIN_OPSET, ExportConfig
+from reid.models.checkpoint import retrieval_feature_of
 from reid.models.inference import InferenceSpec, file_fingerprint, load_inference_model
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def stripe_pooling_matrix(height: int, stripes: int) -> torch.Tensor:
 
 
 class ExportHead(nn.Module):
-    """The network as exported: normalised images -> (global, local, occlusion probability).
+    """The network as exported: normalised images -> (global, local, occlusion probability);
+    "global" is the retrieval feature, ``bn_feat`` for a model trained with ``--retrieval-feature bn``.
 
     The same layers as :meth:`reid.models.aligned.AlignedReID.forward`; only the stripe pooling
     is a constant matrix product (the input size is fixed), because ONNX has no adaptive
@@ -71,11 +73,13 @@ class ExportHead(nn.Module):
         m = self.model
         fmap = m.backbone(images)  # [N, D, h, w]
         global_feat = fmap.mean(dim=(2, 3))  # [N, D]
+        bn_feat = m.neck(global_feat)  # [N, D]
         stripes = torch.matmul(fmap.mean(dim=3), self.pool.t())  # [N, D, stripes]
         local = m.local_relu(m.local_bn(m.local_conv(stripes.unsqueeze(3))))  # [N, C, stripes, 1]
         local_feat = local.squeeze(3).permute(0, 2, 1)  # [N, stripes, C]
-        occlusion = m.obc_head(m.neck(global_feat)).softmax(dim=1)[:, 1]  # [N]
-        return global_feat, local_feat, occlusion
+        occlusion = m.obc_head(bn_feat).softmax(dim=1)[:, 1]  # [N]
+        retrieval = bn_feat if m.config.retrieval_feature == "bn" else global_feat  # what `reid eval` measures
+        return retrieval, local_feat, occlusion
 
 
 @dataclass
@@ -206,7 +210,7 @@ def parity(head: nn.Module, exported: Any, images: torch.Tensor) -> dict[str, fl
     reach the hundreds, where float32 itself resolves only ~1e-5)."""
     with torch.inference_mode():
         reference = head.model(images)  # the PyTorch model itself, not the exported head
-        expected = [reference.global_feat.numpy(), reference.local_feat.numpy(),
+        expected = [reference.retrieval(retrieval_feature_of(head.model)).numpy(), reference.local_feat.numpy(),
                     reference.occ_logits.softmax(dim=1)[:, 1].numpy()]
     got = exported(images.numpy())
     return {

@@ -1,4 +1,4 @@
-"""The features file ``reid embed`` writes and ``reid search`` reads (HDF5, format_version 1).
+"""The features file ``reid embed`` writes and ``reid search`` reads (HDF5, format_version 2).
 
 Root attributes: ``format`` = "occluded-reid-features", ``format_version``, ``source`` (the
 folder, list or file embedded, resolved), ``source_kind`` ("folder", "list", "image", "h5"),
@@ -10,7 +10,7 @@ checkpoint's training file), ``arch``, ``input_size`` [H, W], ``mean`` and ``std
 
 | dataset | dtype, shape | meaning |
 |---|---|---|
-| ``global`` | float32 (N, D) | global feature |
+| ``global`` | float32 (N, D) | the retrieval feature ``reid eval`` measures (after the BN neck for a model trained with ``--retrieval-feature bn``; version 1 held the pooled feature before it) |
 | ``local`` | float32 (N, H, C) | stripe features (absent with ``--no-local``) |
 | ``occlusion`` | float32 (N,) | OBC probability that the image is occluded (NaN: head not trained) |
 | ``path`` | str (N,) | image, relative to ``source`` ("split/row" for an .h5 source) |
@@ -33,7 +33,7 @@ from common.atomic import atomic_path
 from common.errors import BadInputError
 
 FEATURES_FORMAT = "occluded-reid-features"
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 _STR = h5py.string_dtype(encoding="utf-8")
 
 

@@ -164,6 +164,11 @@ class ModelOutput(NamedTuple):
         """True when ``visibility_logits`` holds one logit per stripe."""
         return self.visibility_logits is not None and self.visibility_logits.shape[-1] > 0
 
+    def retrieval(self, feature: str) -> torch.Tensor:
+        """The feature retrieval compares, shape [N, D]: ``bn_feat`` for "bn", else ``global_feat``
+        (:attr:`ModelConfig.retrieval_feature`; :func:`reid.models.checkpoint.retrieval_feature_of`)."""
+        return self.bn_feat if feature == "bn" else self.global_feat
+
 
 class AlignedReID(nn.Module):
     """AlignedReID (global + aligned local features) with an identity and an OBC head.

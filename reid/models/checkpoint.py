@@ -61,6 +61,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def retrieval_feature_of(model: nn.Module) -> str:
+    """The feature ``model`` retrieves with, "global" or "bn" (``ModelConfig.retrieval_feature``;
+    wrappers seen through; "global" for a model without that config, e.g. a hand-built test net)."""
+    return str(getattr(getattr(unwrap_model(model), "config", None), "retrieval_feature", "global"))
+
+
 def _check_plain(value: Any, where: str) -> None:
     """Refuse, before writing, anything that ``torch.load(weights_only=True)`` could not read back."""
     if isinstance(value, torch.Tensor) or isinstance(value, _PLAIN):
