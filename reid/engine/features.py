@@ -127,7 +127,7 @@ def extract_features(
 
     Args:
         model: returns a :class:`reid.models.aligned.ModelOutput`; must already be on ``device``
-            (or is moved there).
+            (or is moved there, and to channels-last).
         h5_path: the occluded-reid HDF5 file.
         split: "train", "query" or "gallery".
         rows: row indices into the split, shape [N].
@@ -150,11 +150,14 @@ def extract_features(
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
     loader = build_eval_loader(h5_path, split, rows, size=tuple(input_size), batch_size=batch_size, workers=workers,
                                mean=tuple(mean), std=tuple(std))
+    from reid.models.checkpoint import retrieval_feature_of  # reid.models imports this module
+
     was_training = model.training
-    # channels_last: oneDNN's (and cuDNN's) fast layout; 1.5x a MobileNetV2 forward at 256x128 on one
+    # channels_last: oneDNN's (and cuDNN's) fast layout; 1.89x a MobileNetV2 forward at 256x128 on one
     # CPU thread (benchmarks/bench_cpu_channels_last.py --mode eval). The trainer's model already is.
     model.to(device, memory_format=torch.channels_last)
     model.eval()
+    feature = retrieval_feature_of(model)  # once per call, not per batch
     globals_: list[torch.Tensor] = []
     locals_: list[torch.Tensor] = []
     pids: list[np.ndarray] = []
@@ -167,9 +170,9 @@ def extract_features(
                 # Batch.to normalises the uint8 images on the device (one affine map per batch).
                 batch = batch.to(device, non_blocking=True)
                 images = batch.images
-                g, l, v, o = _forward(model, images, device, amp)
+                g, l, v, o = _forward(model, images, feature, device, amp)
                 if flip:
-                    gf, lf, vf, of = _forward(model, images.flip(dims=[3]), device, amp)
+                    gf, lf, vf, of = _forward(model, images.flip(dims=[3]), feature, device, amp)
                     g, l, o = (g + gf) / 2, (l + lf) / 2, (o + of) / 2
                     v = None if v is None or vf is None else (v + vf) / 2
                 globals_.append(g.cpu())
@@ -200,17 +203,15 @@ def extract_features(
 
 
 def _forward(
-    model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool
+    model: nn.Module, images: torch.Tensor, feature: str, device: torch.device, amp: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(global [B, D], local [B, H, C]) as float32; "global" is the model's retrieval feature
-    (``global_feat``, or ``bn_feat`` for a model trained with ``retrieval_feature="bn"``);
+    """(global [B, D], local [B, H, C]) as float32; "global" is the retrieval ``feature`` of
+    :meth:`reid.models.aligned.ModelOutput.retrieval` ("global" or "bn");
     then the visible probabilities [B, H] (None without a visibility head) and the OBC
     occluded probability [B], float32."""
     with _autocast(device, amp):
         out = model(images.contiguous(memory_format=torch.channels_last))
-    from reid.models.checkpoint import retrieval_feature_of  # reid.models imports this module
-
-    retrieval = out.retrieval(retrieval_feature_of(model))
+    retrieval = out.retrieval(feature)
     logits = getattr(out, "visibility_logits", None)
     visible = torch.sigmoid(logits.float()) if logits is not None and logits.shape[-1] > 0 else None
     occluded = torch.softmax(out.occ_logits.float(), dim=1)[:, 1]

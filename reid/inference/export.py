@@ -29,6 +29,7 @@ from torch import nn
 from common.atomic import atomic_path, check_output
 from common.errors import BadInputError
 from reid.inference.config import MIN_OPSET, ExportConfig
+from reid.models.aligned import retrieval_of
 from reid.models.checkpoint import retrieval_feature_of
 from reid.models.inference import InferenceSpec, file_fingerprint, load_inference_model
 
@@ -78,7 +79,7 @@ class ExportHead(nn.Module):
         local = m.local_relu(m.local_bn(m.local_conv(stripes.unsqueeze(3))))  # [N, C, stripes, 1]
         local_feat = local.squeeze(3).permute(0, 2, 1)  # [N, stripes, C]
         occlusion = m.obc_head(bn_feat).softmax(dim=1)[:, 1]  # [N]
-        retrieval = bn_feat if m.config.retrieval_feature == "bn" else global_feat  # what `reid eval` measures
+        retrieval = retrieval_of(retrieval_feature_of(m), global_feat, bn_feat)  # what `reid eval` measures
         return retrieval, local_feat, occlusion
 
 

@@ -165,9 +165,15 @@ class ModelOutput(NamedTuple):
         return self.visibility_logits is not None and self.visibility_logits.shape[-1] > 0
 
     def retrieval(self, feature: str) -> torch.Tensor:
-        """The feature retrieval compares, shape [N, D]: ``bn_feat`` for "bn", else ``global_feat``
-        (:attr:`ModelConfig.retrieval_feature`; :func:`reid.models.checkpoint.retrieval_feature_of`)."""
-        return self.bn_feat if feature == "bn" else self.global_feat
+        """The feature retrieval compares, shape [N, D] (:func:`retrieval_of`)."""
+        return retrieval_of(feature, self.global_feat, self.bn_feat)
+
+
+def retrieval_of(feature: str, global_feat: torch.Tensor, bn_feat: torch.Tensor) -> torch.Tensor:
+    """The feature retrieval compares, shape [N, D]: ``bn_feat`` for "bn", else ``global_feat``
+    (:attr:`ModelConfig.retrieval_feature`; :func:`reid.models.checkpoint.retrieval_feature_of`).
+    The exported head (:mod:`reid.inference.export`) chooses with it too."""
+    return bn_feat if feature == "bn" else global_feat
 
 
 class AlignedReID(nn.Module):
