@@ -40,6 +40,9 @@ def parse_ids(value: str | None) -> list[int] | None:
                    "obc: the OBC head's occluded logit (a model whose head was not trained, alpha = 1, is marked so).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--figures", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Identities drawn (a PNG each and a row of the contact sheet); the share inside the box is "
+                   "averaged over all the queries, drawn or not, so --n 500 --figures 8 measures 500 and draws 8.")
 @click.option("--scale", type=click.IntRange(min=1, max=8), default=3, show_default=True, help="Image upscaling in the figures.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/saliency"), show_default=True,
               help="Folder for the per-identity PNGs, the contact sheet and box_mass.json.")
@@ -56,6 +59,7 @@ def saliency_command(
     target: str,
     device: str,
     batch_size: int,
+    figures: int,
     scale: int,
     out: Path,
     force: bool,
@@ -72,12 +76,15 @@ def saliency_command(
     check_output_folder(out, "saliency figures", outputs=SALIENCY_OUTPUTS, inputs=(data, *paths), force=force)
     report = run_saliency(
         data, paths, out, names=names or None, ids=parse_ids(ids), n=n, seed=seed, occ_type=occ_type,
-        target=target, device=device, batch_size=batch_size, scale=scale, overwrite=force,
+        target=target, device=device, batch_size=batch_size, scale=scale, overwrite=force, figures=figures,
     )
     num = report.summary["num_queries"]
     click.echo(f"share of Grad-CAM mass inside the occlusion box ({num} occluded:{occ_type} queries, target {target}):")
     click.echo(format_box_mass_table(report.summary))
-    click.echo(f"wrote {len(report.figures) - 1} identity figures, {report.figures[-1]} and {report.json_path}", err=True)
+    if report.figures:
+        click.echo(f"wrote {len(report.figures) - 1} identity figures, {report.figures[-1]} and {report.json_path}", err=True)
+    else:
+        click.echo(f"wrote {report.json_path} (no figures: --figures 0)", err=True)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from reid.engine.config import TrainConfig
 from reid.study_config import GRIDS, StudyConfig
 
 #: StudyConfig's fields that are `reid study` options.
-STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "metric",
-                                "flip", "skip_busy", "reuse_from")
+STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "saliency_queries", "cells",
+                                "distance", "metric", "flip", "skip_busy", "reuse_from")
 
 
 @click.command("study", cls=OneLineCommand)
@@ -25,7 +25,7 @@ STUDY_NAMES: tuple[str, ...] = ("seeds", "alphas", "val_fraction", "saliency", "
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder. Default: reports/GRID.")
 @config_options(StudyConfig, ("seeds", "alphas", "val_fraction"))
 @config_options(TrainConfig, ("alpha",), help={"alpha": "occluders grid: the alpha every cell trains with."})
-@config_options(StudyConfig, ("saliency",))
+@config_options(StudyConfig, ("saliency", "saliency_queries"))
 @click.option("--test-data", "test_data", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
               help="Another occluded-reid file every cell is also evaluated on (e.g. Occluded-REID for the "
                    "train-on-Market protocol); its query sets become extra report columns. Repeatable.")

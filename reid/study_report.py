@@ -243,8 +243,9 @@ def plot_alpha_curve(cells: list[Cell], results: Results, focus: str, png: Path)
 
 
 def draw_table1_saliency(config: StudyConfig, cells: list[Cell], results: Results,
-                         focus: str, n: int = 8) -> tuple[list[Path], str]:
-    """Grad-CAM sheets of every Table-1 model (first seed) on the same occluded queries.
+                         focus: str, drawn: int = 8) -> tuple[list[Path], str]:
+    """Grad-CAM of every Table-1 model (first seed) on the same ``config.saliency_queries``
+    occluded queries: the share inside the box over all of them, the sheet of the first ``drawn``.
 
     Returns:
         (the contact sheet PNG in a list, the box-mass table as Markdown).
@@ -253,7 +254,8 @@ def draw_table1_saliency(config: StudyConfig, cells: list[Cell], results: Result
 
     checkpoints = [results[c.name][0]["checkpoint"] for c in cells]
     report = run_saliency(config.data, checkpoints, config.out / "saliency", names=[c.name for c in cells],
-                          n=n, seed=config.base.seed, occ_type=focus.split(":", 1)[1], device=config.device)
+                          n=config.saliency_queries, seed=config.base.seed, occ_type=focus.split(":", 1)[1],
+                          device=config.device, figures=drawn)
     chance = float(np.mean([image["area_share"] for image in report.summary["per_image"]]))
     rows = [[m["name"], "n/a" if m["mean_box_mass"] is None else f"{100 * m['mean_box_mass']:.1f}",
              "n/a" if m["lift"] is None else f"{m['lift']:.2f}"] for m in report.summary["models"]]

@@ -73,8 +73,8 @@ def test_study_grid_options_come_from_study_config() -> None:
     from reid.study_config import StudyConfig
 
     params = _derived(study_command, StudyConfig)
-    assert set(params) == {"seeds", "alphas", "val_fraction", "saliency", "cells", "distance", "metric", "flip",
-                           "skip_busy", "reuse_from"}
+    assert set(params) == {"seeds", "alphas", "val_fraction", "saliency", "saliency_queries", "cells", "distance",
+                           "metric", "flip", "skip_busy", "reuse_from"}
     values = values_from_cli(StudyConfig, list(params), {name: p.default for name, p in params.items()})
     assert values == {name: getattr(StudyConfig, name) for name in params}
     assert params["alphas"].default == "1,0.9,0.8,0.6,0.4" and params["saliency"].secondary_opts == ["--no-saliency"]

@@ -197,6 +197,24 @@ def test_cli_saliency_writes_figures_and_box_mass(tiny_store: Path, checkpoint: 
     assert "in-box share" in result.output and "chance" in result.output
 
 
+@pytest.mark.parametrize("figures", [1, 0])
+def test_cli_saliency_measures_every_query_but_draws_only_figures(tiny_store: Path, checkpoint: Path, tmp_path: Path,
+                                                                    figures: int) -> None:
+    out = tmp_path / "sal"
+    args = ["--data", str(tiny_store), "--checkpoint", str(checkpoint), "--n", "3", "--figures", str(figures),
+            "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(saliency_command, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "box_mass.json").read_text())
+    assert len(summary["per_image"]) == 3  # the share is over all --n queries
+    drawn = sorted(p.name for p in out.glob("saliency_pid*.png"))
+    assert len(drawn) == figures
+    assert (out / "saliency_sheet.png").exists() == (figures > 0)
+    if figures:  # the first query by pid is the one drawn
+        first = summary["per_image"][0]
+        assert drawn == [f"saliency_pid{first['pid']:04d}_q{first['row']}.png"]
+
+
 def test_saliency_normalises_with_the_checkpoints_mean_and_std(tiny_store: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from reid.saliency import gradcam

@@ -76,6 +76,13 @@ def test_table1_reuses_the_recipe_reports_matching_cells_and_trains_the_others(
     assert again.exit_code == 0 and "0 cell run(s) trained, 4 reused" in again.output
     assert sorted(runs) == ["aligned-both-seed0", "aligned-obc-seed0"]
 
+    # The report again, now with Grad-CAM over 3 queries: no training, the share averaged over all 3.
+    with_saliency = [a for a in args if a != "--no-saliency"] + ["--saliency-queries", "3"]
+    drawn = CliRunner().invoke(study_command, with_saliency, catch_exceptions=False)
+    assert drawn.exit_code == 0 and "0 cell run(s) trained, 4 reused" in drawn.output
+    assert "over 3 occluded queries" in (out / "report.md").read_text()
+    assert len(json.loads((out / "saliency" / "box_mass.json").read_text())["per_image"]) == 3
+
 
 def test_a_longer_run_is_not_reused(tiny_store: Path, recipe_report: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,14 +57,16 @@ def identity_figure(result: SaliencyResult, index: int, scale: int = 3) -> np.nd
 
 
 def write_saliency_figures(result: SaliencyResult, out_dir: str | Path, scale: int = 3,
-                           overwrite: bool = True) -> list[Path]:
+                           overwrite: bool = True, limit: int | None = None) -> list[Path]:
     """One PNG per identity (``saliency_pid<pid>_q<row>.png``) and the contact sheet
-    (:data:`CONTACT_SHEET`, rows = identities); without ``overwrite`` none over an existing
-    file. Returns the paths, contact sheet last."""
+    (:data:`CONTACT_SHEET`, rows = identities), for the first ``limit`` identities (None = all;
+    the box-mass share is measured on all of them either way); without ``overwrite`` none over
+    an existing file. Returns the paths, contact sheet last."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     figures: list[np.ndarray] = []
-    for i in range(len(result.rows)):
+    drawn = len(result.rows) if limit is None else min(int(limit), len(result.rows))
+    for i in range(drawn):
         figure = identity_figure(result, i, scale)
         figures.append(figure)
         name = f"saliency_pid{int(result.pids[i]):04d}_q{int(result.rows[i])}.png"
