@@ -76,7 +76,7 @@ def saliency_command(
     check_output_folder(out, "saliency figures", outputs=SALIENCY_OUTPUTS, inputs=(data, *paths), force=force)
     report = run_saliency(
         data, paths, out, names=names or None, ids=parse_ids(ids), n=n, seed=seed, occ_type=occ_type,
-        target=target, device=device, batch_size=batch_size, scale=scale, overwrite=force, figures=figures,
+        target=target, device=device, batch_size=batch_size, scale=scale, overwrite=force, max_figures=figures,
     )
     num = report.summary["num_queries"]
     click.echo(f"share of Grad-CAM mass inside the occlusion box ({num} occluded:{occ_type} queries, target {target}):")

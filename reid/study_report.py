@@ -255,7 +255,7 @@ def draw_table1_saliency(config: StudyConfig, cells: list[Cell], results: Result
     checkpoints = [results[c.name][0]["checkpoint"] for c in cells]
     report = run_saliency(config.data, checkpoints, config.out / "saliency", names=[c.name for c in cells],
                           n=config.saliency_queries, seed=config.base.seed, occ_type=focus.split(":", 1)[1],
-                          device=config.device, figures=drawn)
+                          device=config.device, max_figures=drawn)
     chance = float(np.mean([image["area_share"] for image in report.summary["per_image"]]))
     rows = [[m["name"], "n/a" if m["mean_box_mass"] is None else f"{100 * m['mean_box_mass']:.1f}",
              "n/a" if m["lift"] is None else f"{m['lift']:.2f}"] for m in report.summary["models"]]

@@ -196,7 +196,7 @@ def run_saliency(
     batch_size: int = 16,
     scale: int = 3,
     overwrite: bool = True,
-    figures: int | None = None,
+    max_figures: int | None = None,
 ) -> SaliencyReport:
     """``reid saliency``: load each checkpoint, compute Grad-CAM on the chosen occluded queries,
     write the Figure-2 PNGs, the contact sheet and :data:`BOX_MASS_JSON` into ``out_dir``.
@@ -205,7 +205,7 @@ def run_saliency(
     (:func:`reid.models.inference.load_inference_model`). With the "obc" target, a model whose
     OBC head was not trained (alpha = 1) is marked so in its figures, the JSON and the table.
     Without ``overwrite`` no file of an earlier run (:data:`SALIENCY_OUTPUTS`) is replaced.
-    ``figures`` caps the identities drawn (None = all); the share inside the box is averaged
+    ``max_figures`` caps the identities drawn (None = all); the share inside the box is averaged
     over every chosen query, drawn or not.
 
     Raises:
@@ -239,7 +239,7 @@ def run_saliency(
     result = saliency_for_queries(models, data, rows, target=target, device=dev, batch_size=batch_size)
     for entry, trained in zip(result.models, heads):
         entry.obc_head_trained = trained
-    drawn = write_saliency_figures(result, out_dir, scale=scale, overwrite=overwrite, limit=figures)
+    drawn = write_saliency_figures(result, out_dir, scale=scale, overwrite=overwrite, limit=max_figures)
     summary = box_mass_summary(
         result,
         extra={
