@@ -150,6 +150,10 @@ def this_project_cell() -> Cell:
     return replace(cell, name="this-project", label=f"this project: {cell.label}")
 
 
+#: Identities the table1 grid's Grad-CAM sheet draws, however many queries its share averages over.
+SALIENCY_SHEET_ROWS = 8
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """A study: which grid, on which data, with which training options for every cell.
@@ -165,7 +169,8 @@ class StudyConfig:
         device: evaluation device ("auto", "cpu", "cuda").
         saliency: draw Grad-CAM sheets for the table1 grid (baseline vs OBC).
         saliency_queries: table1 grid: occluded queries (one per identity) the share of
-            Grad-CAM mass inside the box is averaged over; the sheet draws the first 8.
+            Grad-CAM mass inside the box is averaged over; the sheet draws the first
+            :data:`SALIENCY_SHEET_ROWS`.
         test_data: other occluded-reid files every cell is also evaluated on (cross-dataset).
         cells: the recipe grid's rows to run (names of :data:`RECIPE_CELLS`); empty = all.
         distance: retrieval distance every cell is evaluated with ("global", "local",
@@ -193,9 +198,9 @@ class StudyConfig:
     device: str = Option("auto", cli="", choices=DEVICES).field()
     saliency: bool = Option(True, "table1 grid: Grad-CAM sheets of its models on occluded queries.",
                             flag=True).field()
-    saliency_queries: int = Option(8, "table1 grid: occluded queries (one per identity) the Grad-CAM share inside "
-                                      "the box is averaged over (at most every query identity); the sheet draws 8 of them.",
-                                   low=1).field()
+    saliency_queries: int = Option(8, "table1 grid: occluded queries (one per identity) the Grad-CAM "
+                                   "share inside the box is averaged over (at most every query identity); the sheet "
+                                   f"draws {SALIENCY_SHEET_ROWS} of them.", low=1).field()
     test_data: tuple[Path, ...] = ()
     cells: tuple[str, ...] = Option((), "recipe grid: the rows to run, comma-separated (" +
                                     ", ".join(c.name for c in RECIPE_CELLS) + "). Default: all.",

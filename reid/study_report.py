@@ -17,7 +17,7 @@ import numpy as np
 from common.atomic import atomic_write_bytes, atomic_write_json
 from occsim.store import StoreInfo
 from reid.engine.trainer import validation_score as trainer_validation_score
-from reid.study_config import Cell, StudyConfig
+from reid.study_config import SALIENCY_SHEET_ROWS, Cell, StudyConfig
 
 # The paper's Table 1, CMC@10 in percent: (Market-1501, Occluded Market-1501).
 PAPER_TABLE1: dict[str, tuple[float, float]] = {"aligned-clean": (95.61, 18.20), "aligned-obc": (77.40, 30.94)}
@@ -243,7 +243,7 @@ def plot_alpha_curve(cells: list[Cell], results: Results, focus: str, png: Path)
 
 
 def draw_table1_saliency(config: StudyConfig, cells: list[Cell], results: Results,
-                         focus: str, drawn: int = 8) -> tuple[list[Path], str]:
+                         focus: str, drawn: int = SALIENCY_SHEET_ROWS) -> tuple[list[Path], str]:
     """Grad-CAM of every Table-1 model (first seed) on the same ``config.saliency_queries``
     occluded queries: the share inside the box over all of them, the sheet of the first ``drawn``.
 
