@@ -57,7 +57,9 @@ def main() -> None:
         model = build_model(config, pretrained=None).train(args.mode == "train")
         if layout == "channels_last":
             model = model.to(memory_format=torch.channels_last)
-        variants[layout] = (model, torch.optim.Adam(model.parameters(), lr=3.5e-4))
+        # eval mode times the forward pass alone: no optimiser to build
+        optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4) if args.mode == "train" else None
+        variants[layout] = (model, optimizer)
 
     def step(layout: str) -> float:
         model, optimizer = variants[layout]

@@ -21,7 +21,7 @@ from reid.distance import aligned_local_distance
 from reid.retrieval_distance import combined_distance, visibility_weighted_aligned_distance
 from reid.losses import LossConfig, compute_losses
 from reid.losses.visibility import stripe_coverage, visibility_loss, visibility_targets
-from reid.models.aligned import ModelConfig, build_model
+from reid.models.aligned import ModelConfig, ModelOutput, build_model
 from reid.models.checkpoint import load_model, save_checkpoint
 
 SIZE = (64, 32)
@@ -189,6 +189,19 @@ def test_head_shapes_and_checkpoint_round_trip(tmp_path: Path) -> None:
     with torch.no_grad():
         again = reloaded.eval()(images)
     assert torch.equal(again.visibility_logits, out.visibility_logits) and torch.equal(again.global_feat, out.global_feat)
+
+
+def test_model_output_probabilities_by_hand() -> None:
+    """occluded_probability = softmax(occ_logits)[:, 1]; visible_probability = sigmoid of each
+    stripe's logit, and None for a model without the visibility head."""
+    feat = torch.zeros(2, 4)
+    occ_logits = torch.tensor([[0.0, math.log(3.0)], [math.log(4.0), 0.0]])
+    out = ModelOutput(feat, torch.zeros(2, 2, 4), torch.zeros(2, 3), occ_logits, feat,
+                      torch.tensor([[0.0, math.log(3.0)], [-math.log(3.0), 100.0]]))
+    assert out.occluded_probability().tolist() == pytest.approx([0.75, 0.2])
+    assert out.visible_probability().tolist() == [pytest.approx([0.5, 0.75]), pytest.approx([0.25, 1.0])]
+    assert out._replace(visibility_logits=torch.zeros(2, 0)).visible_probability() is None
+    assert out._replace(visibility_logits=None).visible_probability() is None
 
 
 # --------------------------------------------------------------------------- distance

@@ -211,8 +211,4 @@ def _forward(
     occluded probability [B], float32."""
     with _autocast(device, amp):
         out = model(images.contiguous(memory_format=torch.channels_last))
-    retrieval = out.retrieval(feature)
-    logits = getattr(out, "visibility_logits", None)
-    visible = torch.sigmoid(logits.float()) if logits is not None and logits.shape[-1] > 0 else None
-    occluded = torch.softmax(out.occ_logits.float(), dim=1)[:, 1]
-    return retrieval.float(), out.local_feat.float(), visible, occluded
+    return out.retrieval(feature).float(), out.local_feat.float(), out.visible_probability(), out.occluded_probability()

@@ -63,12 +63,12 @@ def forward_features(
     feature = retrieval_feature_of(model)
     with torch.inference_mode():
         out = model(x)
-        g, l, p = out.retrieval(feature).float(), out.local_feat.float(), out.occ_logits.float().softmax(dim=1)[:, 1]
+        g, l, p = out.retrieval(feature).float(), out.local_feat.float(), out.occluded_probability()
         if flip:
             mirrored = model(x.flip(dims=[3]))
             g = (g + mirrored.retrieval(feature).float()) / 2
             l = (l + mirrored.local_feat.float()) / 2
-            p = (p + mirrored.occ_logits.float().softmax(dim=1)[:, 1]) / 2
+            p = (p + mirrored.occluded_probability()) / 2
     return g, l, p
 
 

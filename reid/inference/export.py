@@ -212,7 +212,7 @@ def parity(head: nn.Module, exported: Any, images: torch.Tensor) -> dict[str, fl
     with torch.inference_mode():
         reference = head.model(images)  # the PyTorch model itself, not the exported head
         expected = [reference.retrieval(retrieval_feature_of(head.model)).numpy(), reference.local_feat.numpy(),
-                    reference.occ_logits.softmax(dim=1)[:, 1].numpy()]
+                    reference.occluded_probability().numpy()]
     got = exported(images.numpy())
     return {
         name: float(np.max(np.abs(np.asarray(g, dtype=np.float64) - e)) / max(1.0, float(np.max(np.abs(e)))))

@@ -168,6 +168,15 @@ class ModelOutput(NamedTuple):
         """The feature retrieval compares, shape [N, D] (:func:`retrieval_of`)."""
         return retrieval_of(feature, self.global_feat, self.bn_feat)
 
+    def occluded_probability(self) -> torch.Tensor:
+        """The OBC head's probability that each image is occluded, float32, shape [N]."""
+        return torch.softmax(self.occ_logits.float(), dim=1)[:, 1]
+
+    def visible_probability(self) -> torch.Tensor | None:
+        """Per-stripe probability of being visible, float32, shape [N, H]; None without the
+        visibility head."""
+        return torch.sigmoid(self.visibility_logits.float()) if self.has_visibility else None
+
 
 def retrieval_of(feature: str, global_feat: torch.Tensor, bn_feat: torch.Tensor) -> torch.Tensor:
     """The feature retrieval compares, shape [N, D]: ``bn_feat`` for "bn", else ``global_feat``
