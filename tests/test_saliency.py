@@ -215,6 +215,25 @@ def test_cli_saliency_measures_every_query_but_draws_only_figures(tiny_store: Pa
         assert drawn == [f"saliency_pid{first['pid']:04d}_q{first['row']}.png"]
 
 
+def test_cli_saliency_force_removes_the_earlier_runs_figures_only(tiny_store: Path, checkpoint: Path,
+                                                                  tmp_path: Path) -> None:
+    """A --force rerun that draws fewer identities leaves none of the earlier run's figures
+    behind (the folder shows one run); files that are not saliency outputs stay."""
+    out = tmp_path / "sal"
+    base = ["--data", str(tiny_store), "--checkpoint", str(checkpoint), "--n", "3", "--device", "cpu",
+            "--out", str(out)]
+    assert CliRunner().invoke(saliency_command, [*base, "--figures", "3"]).exit_code == 0
+    assert len(list(out.glob("saliency_pid*.png"))) == 3
+    (out / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(saliency_command, [*base, "--figures", "1", "--force"])
+    assert result.exit_code == 0, result.output
+    first = json.loads((out / "box_mass.json").read_text())["per_image"][0]
+    assert sorted(p.name for p in out.glob("saliency_pid*.png")) == [f"saliency_pid{first['pid']:04d}_q{first['row']}.png"]
+    assert (out / "saliency_sheet.png").exists()
+    assert CliRunner().invoke(saliency_command, [*base, "--figures", "0", "--force"]).exit_code == 0
+    assert not list(out.glob("saliency_*.png")) and (out / "notes.txt").read_text() == "mine"
+
+
 def test_saliency_normalises_with_the_checkpoints_mean_and_std(tiny_store: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from reid.saliency import gradcam

@@ -18,6 +18,8 @@ from reid.saliency.mass import UNTRAINED_OBC, SaliencyResult
 
 #: The contact sheet :func:`write_saliency_figures` writes beside the per-identity PNGs.
 CONTACT_SHEET = "saliency_sheet.png"
+#: The per-identity figures' names (``saliency_pid<pid>_q<row>.png``).
+FIGURE_GLOB = "saliency_pid*_q*.png"
 
 _HEAT_WEIGHT = 0.5  # share of the jet colour in the overlay; the rest is the image
 
@@ -61,7 +63,9 @@ def write_saliency_figures(result: SaliencyResult, out_dir: str | Path, scale: i
     """One PNG per identity (``saliency_pid<pid>_q<row>.png``) and the contact sheet
     (:data:`CONTACT_SHEET`, rows = identities), for the first ``limit`` identities (None = all;
     the box-mass share is measured on all of them either way); without ``overwrite`` none over
-    an existing file. Returns the paths, contact sheet last."""
+    an existing file. With ``overwrite``, an earlier run's figures in ``out_dir`` that this run
+    did not draw again (other identities, or a sheet when ``limit`` is 0) are removed once the
+    new ones are written, so the folder shows one run. Returns the paths, contact sheet last."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     figures: list[np.ndarray] = []
@@ -75,4 +79,9 @@ def write_saliency_figures(result: SaliencyResult, out_dir: str | Path, scale: i
         title = labelled(np.zeros((0, max(f.shape[1] for f in figures), 3), dtype=np.uint8),
                          [f"Grad-CAM, target: {result.target}; box = occluder"], line_height=22)
         paths.append(write_png(out_dir / CONTACT_SHEET, vstack_rows([title, *figures]), overwrite=overwrite))
+    if overwrite:
+        written = {path.resolve() for path in paths}
+        for stale in [*out_dir.glob(FIGURE_GLOB), out_dir / CONTACT_SHEET]:
+            if stale.is_file() and stale.resolve() not in written:
+                stale.unlink()
     return paths
