@@ -18,8 +18,9 @@ from reid.saliency.mass import UNTRAINED_OBC, SaliencyResult
 
 #: The contact sheet :func:`write_saliency_figures` writes beside the per-identity PNGs.
 CONTACT_SHEET = "saliency_sheet.png"
-#: The per-identity figures' names (``saliency_pid<pid>_q<row>.png``).
-FIGURE_GLOB = "saliency_pid*_q*.png"
+#: Every PNG this module writes: the per-identity figures (``saliency_pid<pid>_q<row>.png``)
+#: and the contact sheet. ``reid saliency`` claims these names as its outputs.
+FIGURE_GLOB = "saliency_*.png"
 
 _HEAT_WEIGHT = 0.5  # share of the jet colour in the overlay; the rest is the image
 
@@ -80,8 +81,8 @@ def write_saliency_figures(result: SaliencyResult, out_dir: str | Path, scale: i
                          [f"Grad-CAM, target: {result.target}; box = occluder"], line_height=22)
         paths.append(write_png(out_dir / CONTACT_SHEET, vstack_rows([title, *figures]), overwrite=overwrite))
     if overwrite:
-        written = {path.resolve() for path in paths}
-        for stale in [*out_dir.glob(FIGURE_GLOB), out_dir / CONTACT_SHEET]:
-            if stale.is_file() and stale.resolve() not in written:
+        written = {path.name for path in paths}
+        for stale in out_dir.glob(FIGURE_GLOB):
+            if stale.is_file() and stale.name not in written:
                 stale.unlink()
     return paths

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from common.errors import BadInputError
 from occsim.schema import OCC_TYPE_NAMES, OCCLUDER_NAMES
 from occsim.store import SplitManifest, open_h5, read_images, read_store
-from reid.saliency.figures import write_saliency_figures
+from reid.saliency.figures import FIGURE_GLOB, write_saliency_figures
 from reid.saliency.gradcam import TARGETS, Normalization, model_saliency
 from reid.saliency.mass import (
     BOX_MASS_JSON,
@@ -32,7 +32,7 @@ from reid.saliency.mass import (
 logger = logging.getLogger(__name__)
 
 #: What a run writes into its folder (glob patterns): per-identity PNGs, the contact sheet, the JSON.
-SALIENCY_OUTPUTS: tuple[str, ...] = ("saliency_*.png", BOX_MASS_JSON)
+SALIENCY_OUTPUTS: tuple[str, ...] = (FIGURE_GLOB, BOX_MASS_JSON)
 
 
 # ------------------------------------------------------------------- queries -> saliency
